@@ -1,0 +1,93 @@
+"""Small shared helpers: atomic writes, progress bars, JSON files, errors for scripts."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class CmeError(Exception):
+    """An error the user can act on (bad input, missing file). Scripts print it on
+    one line, without a traceback, and exit non-zero."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    Nothing half-written is ever left under the final name: an interrupted or
+    failed write leaves at most ``<name>.tmp-<pid>``, which the next run overwrites.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            if tmp.is_dir():
+                import shutil
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data, **kwargs) -> Path:
+    """Write JSON atomically (sorted keys, indented, trailing newline)."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default, **kwargs) + "\n"
+    return write_bytes_atomic(path, text.encode())
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path) as f:
+        return json.load(f)
+
+
+def progress(iterable: Iterable[T] | None = None, *, total: int | None = None,
+             desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A tqdm progress bar (rate and ETA) on stderr; quiet when TF_CME_QUIET=1."""
+    from tqdm.auto import tqdm
+    if disable is None:
+        disable = os.environ.get("TF_CME_QUIET") == "1"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable,
+                dynamic_ncols=True, file=sys.stderr, mininterval=0.5)
+
+
+def run_main(main) -> None:
+    """Run a script's ``main()``; turn CmeError into a one-line message and exit 1."""
+    try:
+        code = main()
+    except CmeError as e:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "tf-cme"
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        raise SystemExit(130)
+    raise SystemExit(code or 0)
