@@ -1,0 +1,65 @@
+"""The benchmark harness on a trivial stage: interleaving, medians, rows, --only, --out."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tf_cme.benchmarks import harness
+
+
+@pytest.fixture
+def trivial():
+    calls = []
+
+    @harness.stage("trivial-copy", group="testgroup", unit="items/s")
+    def _stage(ctx):
+        data = list(range(2000))
+
+        def ours():
+            calls.append("A")
+            bytes(bytearray(data[i] % 256 for i in range(len(data))))
+            return len(data)
+
+        def peer():
+            calls.append("B")
+            [x % 256 for x in data]
+            return len(data)
+
+        return harness.Pair(ours, peer, "list comprehension", ours_cores=2)
+
+    yield calls
+    harness.REGISTRY.pop("trivial-copy", None)
+
+
+def test_harness_runs_a_trivial_stage(trivial, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rows = harness.run(["testgroup"], repeats=3, out=str(out), workdir=str(tmp_path / "w"))
+    assert trivial == ["A", "B"] + ["A", "B"] * 3          # warm-up, then A B A B A B
+    (row,) = rows
+    assert json.loads(out.read_text()) == json.loads(json.dumps(rows))
+    for k in ("stage", "unit", "ours", "peer", "peer_name", "ratio"):
+        assert k in row
+    assert row["stage"] == "trivial-copy" and row["unit"] == "items/s"
+    assert row["ratio"] == pytest.approx(row["ours"] / row["peer"])
+    assert row["ours"] == pytest.approx(sorted(row["ours_all"])[1])    # median of 3
+    assert row["ours_per_core"] == pytest.approx(row["ours"] / 2)
+    assert row["peer_per_core"] == pytest.approx(row["peer"])
+    assert "trivial-copy" in capsys.readouterr().out
+    # selection by name works too; unknown names are an error listing the groups
+    assert harness.select(["trivial-copy"])[0].name == "trivial-copy"
+    with pytest.raises(ValueError, match="testgroup"):
+        harness.select(["nope"])
+
+
+def test_bench_script_lists_record_stages(repo_root):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, str(repo_root / "scripts" / "bench.py"), "--list"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in ("build-ferplus", "build-emovox", "pipeline-faces", "pipeline-clips"):
+        assert name in r.stdout
+    r = subprocess.run([sys.executable, str(repo_root / "scripts" / "bench.py"), "--only",
+                        "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown stage" in r.stderr

@@ -1,0 +1,190 @@
+"""The benchmark harness: stages, interleaved repeats, medians, bench.json.
+
+A stage is a function registered with ``@stage(name, group, unit)``. Called with
+a :class:`Context`, it prepares its data and returns a :class:`Pair`: ``ours``
+and ``peer`` callables (each does the work once and returns the number of units
+it processed), the peer's name and the cores each side may use. The harness
+warms both up once, then times ``repeats`` rounds of ours then peer, A B A B ...,
+so that drift on a shared machine hits both; rates are units per second
+(higher is better), reported as medians, also per core. ``bench.json`` is a list
+of rows ``{"stage", "unit", "ours", "peer", "peer_name", "ratio", ...}`` with
+``ratio = ours / peer``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import pkgutil
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+
+@dataclasses.dataclass
+class Pair:
+    ours: Callable[[], float]
+    peer: Callable[[], float]
+    peer_name: str
+    ours_cores: int | None = None     # None: every available core
+    peer_cores: int = 1
+    cleanup: Callable[[], None] | None = None
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    group: str
+    unit: str
+    fn: Callable[["Context"], Pair]
+    module: str = ""
+
+
+@dataclasses.dataclass
+class Context:
+    workdir: Path
+    repeats: int = 5
+    quick: bool = False
+    cache: dict = dataclasses.field(default_factory=dict)
+
+    def path(self, *parts) -> Path:
+        p = self.workdir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+REGISTRY: dict[str, Stage] = {}
+
+
+def stage(name: str, group: str, unit: str):
+    """Register a stage ``fn(ctx) -> Pair`` under ``name`` in ``group``."""
+    def wrap(fn):
+        REGISTRY[name] = Stage(name, group, unit, fn, fn.__module__)
+        return fn
+    return wrap
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def discover(package: str = "tf_cme.benchmarks") -> list[str]:
+    """Import every module of the benchmarks package (each registers its stages)."""
+    pkg = importlib.import_module(package)
+    names = []
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name in ("harness",) or m.name.startswith("_"):
+            continue
+        importlib.import_module(f"{package}.{m.name}")
+        names.append(m.name)
+    return names
+
+
+def select(only: list[str] | None) -> list[Stage]:
+    stages = list(REGISTRY.values())
+    if not only:
+        return stages
+    wanted = set()
+    for o in only:
+        wanted.update(x.strip() for x in o.split(",") if x.strip())
+    unknown = [w for w in wanted if w not in REGISTRY and w not in {s.group for s in stages}]
+    if unknown:
+        groups = sorted({s.group for s in stages})
+        raise ValueError(f"unknown stage or group {', '.join(sorted(unknown))}; groups: "
+                         f"{', '.join(groups)}; stages: {', '.join(sorted(REGISTRY))}")
+    return [s for s in stages if s.name in wanted or s.group in wanted]
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    units = fn()
+    dt = time.perf_counter() - t0
+    return float(units) / dt if dt > 0 else float("inf")
+
+
+def run_stage(st: Stage, ctx: Context) -> dict:
+    pair = st.fn(ctx)
+    try:
+        _timed(pair.ours)                     # warm-up: caches, graph tracing, pools
+        _timed(pair.peer)
+        ours, peer = [], []
+        for _ in range(max(1, ctx.repeats)):  # A B A B ...
+            ours.append(_timed(pair.ours))
+            peer.append(_timed(pair.peer))
+    finally:
+        if pair.cleanup:
+            pair.cleanup()
+    o, p = statistics.median(ours), statistics.median(peer)
+    oc = pair.ours_cores or cpu_count()
+    return {"stage": st.name, "group": st.group, "unit": st.unit, "ours": o, "peer": p,
+            "peer_name": pair.peer_name, "ratio": o / p if p > 0 else float("inf"),
+            "ours_per_core": o / oc, "peer_per_core": p / pair.peer_cores,
+            "ours_cores": oc, "peer_cores": pair.peer_cores, "repeats": len(ours),
+            "ours_all": ours, "peer_all": peer, "note": pair.note}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ["stage", "unit", "ours", "peer", "ratio", "ours/core", "peer/core", "peer_name"]
+    body = [[r["stage"], r["unit"], f"{r['ours']:.1f}", f"{r['peer']:.1f}", f"{r['ratio']:.2f}",
+             f"{r['ours_per_core']:.1f}", f"{r['peer_per_core']:.1f}", r["peer_name"]]
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def run(only: list[str] | None = None, repeats: int = 5, out: str | None = "bench.json",
+        quick: bool = False, workdir: str | None = None, echo=print) -> list[dict]:
+    discover()
+    stages = select(only)
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tf-cme-bench-"))
+    ctx = Context(workdir=tmp, repeats=repeats, quick=quick)
+    rows = []
+    try:
+        for st in stages:
+            echo(f"[bench] {st.name} ({st.group}) ...")
+            rows.append(run_stage(st, ctx))
+    finally:
+        if not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if out:
+        from ..utils import write_json
+        write_json(out, rows)
+    echo(format_table(rows))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Measure each data-moving stage side by side with "
+                                             "a peer; print a table and write bench.json.")
+    ap.add_argument("--only", action="append", metavar="GROUP|NAME",
+                    help="run only these stages or groups (comma-separated or repeated)")
+    ap.add_argument("--out", default="bench.json", metavar="FILE",
+                    help="where to write the rows (default bench.json; '' for none)")
+    ap.add_argument("--repeats", type=int, default=5, metavar="N",
+                    help="timed repeats of each side, interleaved A B A B (default 5)")
+    ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run)")
+    ap.add_argument("--list", action="store_true", help="list the stages and exit")
+    args = ap.parse_args(argv)
+    discover()
+    if args.list:
+        for s in sorted(REGISTRY.values(), key=lambda s: (s.group, s.name)):
+            print(f"{s.group:12s} {s.name:24s} {s.unit}")
+        return 0
+    try:
+        select(args.only)
+    except ValueError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    run(args.only, repeats=args.repeats, out=args.out or None, quick=args.quick)
+    return 0

@@ -1,0 +1,345 @@
+"""Record building and input pipeline benchmarks (group ``records``).
+
+Stages, each against a plain NumPy / PIL / soundfile loop doing the same decoding
+on the same data in one process:
+
+- ``build-ferplus`` (rows/s): CSV join, pixel parsing, vote cleaning, PNG encoding,
+  writing; peer: csv + NumPy + PIL, pickled to one file.
+- ``build-emovox`` (clips/s): wav decoding to int16 PCM, JPEG frame collection,
+  writing; peer: soundfile + file reads, pickled to one file.
+- ``pipeline-faces`` (examples/s): reading FER+ shards, parsing, PNG decoding,
+  batching; peer: TFRecord framing in Python, protobuf parsing, PIL decoding,
+  NumPy batching.
+- ``pipeline-clips`` (examples/s): reading labelled emovox shards, PCM decoding,
+  random 4.024 s crop and max-over-frames logit aggregation, batching; peer: the
+  same in NumPy.
+
+The data generators here (:func:`make_fer_csvs`, :func:`make_voxceleb_tree`) are
+also used by the tests.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from .harness import Pair, stage
+
+VOTE_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                "contempt", "unknown", "NF"]
+USAGES = ["Training", "PublicTest", "PrivateTest"]
+
+
+# ------------------------------------------------------------------ data
+def write_fer_csvs(dir, fer_rows: list, new_rows: list) -> tuple[Path, Path]:
+    """Write ``fer2013.csv`` rows ``(emotion, pixels, usage)`` and ``fer2013new.csv``
+    rows ``(usage, image name, 10 votes)``."""
+    d = Path(dir)
+    d.mkdir(parents=True, exist_ok=True)
+    a, b = d / "fer2013.csv", d / "fer2013new.csv"
+    with open(a, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        w.writerows(fer_rows)
+    with open(b, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Usage", "Image name"] + VOTE_COLUMNS)
+        w.writerows(new_rows)
+    return a, b
+
+
+def make_fer_csvs(dir, n: int, seed: int = 0, votes=None):
+    """``n`` random faces; every row keeps under CNTK unless ``votes`` are given."""
+    rng = np.random.default_rng(seed)
+    fer, new = [], []
+    for i in range(n):
+        usage = USAGES[i % 3]
+        pix = " ".join(map(str, rng.integers(0, 256, 2304)))
+        fer.append([int(rng.integers(0, 7)), pix, usage])
+        if votes is None:
+            v = [0] * 10
+            a, b = rng.choice(8, 2, replace=False)
+            v[a], v[b] = 7, 3
+        else:
+            v = list(votes[i])
+        new.append([usage, f"fer{i:07d}.png"] + v)
+    return write_fer_csvs(dir, fer, new)
+
+
+def write_wav(path, x_int16: np.ndarray, rate: int = 16000, channels: int = 1) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(x_int16, dtype="<i2").tobytes())
+    return path
+
+
+def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes()
+
+
+def make_voxceleb_tree(root, n_tracks: int, seed: int = 0, seconds=(3.0, 5.0),
+                       image: int = 64, sets=(1, 1, 2, 3)) -> list[tuple[int, str, str]]:
+    """A VoxCeleb-layout tree: wav/, frames/ (one JPEG every 6 frames of 25 fps over
+    the clip), splits.txt. Returns the split entries."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    entries = []
+    for i in range(n_tracks):
+        ident = f"Person_{i % 3:03d}"
+        video = f"vid{i:04d}"
+        utt = f"{i % 5 + 1:05d}"
+        secs = float(rng.uniform(*seconds))
+        n = int(secs * 16000)
+        x = (rng.normal(size=n) * 3000).clip(-32768, 32767).astype(np.int16)
+        wav_rel = f"{ident}/{video}/{utt}.wav"
+        write_wav(root / "wav" / wav_rel, x)
+        frames_rel = f"{ident}/1.6/{video}/{utt}"
+        fdir = root / "frames" / frames_rel
+        fdir.mkdir(parents=True, exist_ok=True)
+        n_frames = int(secs * 25) // 6 + 1
+        base = rng.integers(0, 256, (image, image, 3)).astype(np.uint8)
+        for k in range(n_frames):
+            img = np.roll(base, k, axis=1)
+            (fdir / f"{6 * k:05d}.jpg").write_bytes(jpeg(img))
+        entries.append((sets[i % len(sets)], wav_rel, frames_rel))
+    (root / "splits.txt").write_text("".join(f"{s} {w} {f}\n" for s, w, f in entries))
+    return entries
+
+
+# ------------------------------------------------------------- peers
+def _peer_ferplus(fer_csv, new_csv, out):
+    """Plain loop: csv + NumPy + PIL, the same cleaning and PNG encoding, pickled."""
+    from PIL import Image
+    with open(fer_csv, newline="") as f:
+        r1 = list(csv.reader(f))[1:]
+    with open(new_csv, newline="") as f:
+        r2 = list(csv.reader(f))[1:]
+    kept = []
+    for (emo, pix, usage), row2 in zip(r1, r2):
+        v = np.array([float(x) for x in row2[2:12]])
+        v[v <= 1] = 0
+        m, n = v.max(), v.sum()
+        at = v == m
+        if at[8:].any() or at.sum() >= 3 or at.sum() * m <= 0.5 * n:
+            continue
+        img = np.array(pix.split(), dtype=np.uint8).reshape(48, 48)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+        kept.append((buf.getvalue(), int(np.argmax(v)), v, usage))
+    with open(out, "wb") as f:
+        pickle.dump(kept, f)
+    return len(r1)
+
+
+def _peer_emovox(root, out):
+    import soundfile as sf
+    root = Path(root)
+    clips = []
+    for line in (root / "splits.txt").read_text().splitlines():
+        s, w, fr = line.split()
+        x, rate = sf.read(str(root / "wav" / w), dtype="int16")
+        files = sorted((root / "frames" / fr).glob("*.jpg"))
+        clips.append((w, int(s), x.tobytes(), [p.read_bytes() for p in files]))
+    with open(out, "wb") as f:
+        pickle.dump(clips, f)
+    return len(clips)
+
+
+def _read_records(path):
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+    while off < len(data):
+        (n,) = struct.unpack_from("<Q", data, off)
+        yield data[off + 12:off + 12 + n]
+        off += 16 + n
+
+
+def _peer_faces(files, batch):
+    import tensorflow as tf
+    from PIL import Image
+    Example = tf.train.Example
+    n, imgs, labels = 0, [], []
+    for p in files:
+        for raw in _read_records(p):
+            ex = Example.FromString(raw).features.feature
+            img = np.asarray(Image.open(io.BytesIO(ex["image"].bytes_list.value[0])))
+            imgs.append(img[..., None])
+            labels.append(ex["label"].int64_list.value[0])
+            if len(imgs) == batch:
+                np.stack(imgs), np.asarray(labels, np.int32)
+                n += len(imgs)
+                imgs, labels = [], []
+    if imgs:
+        np.stack(imgs)
+        n += len(imgs)
+    return n
+
+
+def _peer_clips(files, batch, crop, seed=0):
+    import tensorflow as tf
+    Example = tf.train.Example
+    rng = np.random.default_rng(seed)
+    n, waves, aggs = 0, [], []
+    for p in files:
+        for raw in _read_records(p):
+            ex = Example.FromString(raw).features.feature
+            x = np.frombuffer(ex["audio"].bytes_list.value[0], "<i2").astype(np.float32) / 32768
+            lg = np.asarray(ex["logits"].float_list.value, np.float32).reshape(-1, 8)
+            wd = x.size - crop
+            s = int(rng.integers(0, wd)) if wd >= 1 else 0
+            piece = np.zeros(crop, np.float32)
+            seg = x[s:s + crop]
+            piece[:seg.size] = seg
+            row = lambda k: int(np.floor(max(25 * k / 16000 - 1, 0) / 6)) + 1  # noqa: E731
+            last = min(row(s + crop), lg.shape[0])
+            first = min(row(s + 1), last)
+            aggs.append(lg[first - 1:last].max(axis=0))
+            waves.append(piece)
+            if len(waves) == batch:
+                np.stack(waves), np.stack(aggs)
+                n += len(waves)
+                waves, aggs = [], []
+    if waves:
+        n += len(waves)
+    return n
+
+
+# ------------------------------------------------------------- stages
+def _fer_data(ctx):
+    if "fer" not in ctx.cache:
+        n = 1500 if ctx.quick else 9000
+        a, b = make_fer_csvs(ctx.path("fer", "csv"), n, seed=0)
+        ctx.cache["fer"] = (a, b, n)
+    return ctx.cache["fer"]
+
+
+def _fer_records(ctx):
+    if "fer_records" not in ctx.cache:
+        from ..data import ferplus
+        a, b, _ = _fer_data(ctx)
+        out = ctx.path("fer", "records")
+        ferplus.build(out, ferplus.FerplusBuildConfig(fer_csv=str(a), ferplus_csv=str(b),
+                                                      shard_size=1024), overwrite=True)
+        ctx.cache["fer_records"] = out
+    return ctx.cache["fer_records"]
+
+
+def _tree(ctx):
+    if "tree" not in ctx.cache:
+        root = ctx.path("vox", "tree")
+        make_voxceleb_tree(root, 12 if ctx.quick else 120, seed=0, seconds=(4.0, 8.0), image=96)
+        ctx.cache["tree"] = root
+    return ctx.cache["tree"]
+
+
+def _labelled(ctx):
+    if "labelled" not in ctx.cache:
+        from ..data import emovox, labelled, records
+        src = ctx.path("vox", "records")
+        emovox.build(src, emovox.EmovoxBuildConfig(root=str(_tree(ctx)), shard_size=8),
+                     overwrite=True)
+        rng = np.random.default_rng(0)
+        logits = {}
+        import tensorflow as tf
+        for p in records.shard_files(src)[0]:
+            for raw in tf.data.TFRecordDataset(p):
+                ex = tf.train.Example.FromString(raw.numpy()).features.feature
+                k = ex["key"].bytes_list.value[0].decode()
+                logits[k] = rng.normal(size=(len(ex["frame_index"].int64_list.value), 8))
+        dst = ctx.path("vox", "labelled")
+        labelled.write_labelled(src, dst, logits, {"name": "random"}, overwrite=True)
+        ctx.cache["labelled"] = dst
+    return ctx.cache["labelled"]
+
+
+@stage("build-ferplus", group="records", unit="rows/s")
+def bench_build_ferplus(ctx) -> Pair:
+    from ..data import ferplus
+    a, b, n = _fer_data(ctx)
+    out = ctx.path("fer", "bench-out")
+    cfg = ferplus.FerplusBuildConfig(fer_csv=str(a), ferplus_csv=str(b), shard_size=1024)
+
+    def ours():
+        shutil.rmtree(out, ignore_errors=True)
+        ferplus.build(out, cfg)
+        return n
+
+    return Pair(ours, lambda: _peer_ferplus(a, b, ctx.path("fer", "peer.pkl")),
+                "csv+numpy+PIL loop")
+
+
+@stage("build-emovox", group="records", unit="clips/s")
+def bench_build_emovox(ctx) -> Pair:
+    from ..data import emovox
+    root = _tree(ctx)
+    n = len((root / "splits.txt").read_text().splitlines())
+    out = ctx.path("vox", "bench-out")
+    cfg = emovox.EmovoxBuildConfig(root=str(root), shard_size=8)
+
+    def ours():
+        shutil.rmtree(out, ignore_errors=True)
+        emovox.build(out, cfg)
+        return n
+
+    return Pair(ours, lambda: _peer_emovox(root, ctx.path("vox", "peer.pkl")),
+                "soundfile+file-read loop")
+
+
+@stage("pipeline-faces", group="records", unit="examples/s")
+def bench_pipeline_faces(ctx) -> Pair:
+    from ..data import pipelines, records
+    d = _fer_records(ctx)
+    files = records.shard_files(d, "train")[0]
+    n = records.read_manifest(d)["splits"]["train"]["examples"]
+
+    ds = pipelines.faces_dataset(d, "train", batch_size=256, training=False)
+
+    def ours():
+        k = 0
+        for x, _ in ds:
+            k += int(x.shape[0])
+        assert k == n
+        return k
+
+    return Pair(ours, lambda: _peer_faces(files, 256), "python-tfrecord+protobuf+PIL loop")
+
+
+@stage("pipeline-clips", group="records", unit="examples/s")
+def bench_pipeline_clips(ctx) -> Pair:
+    from ..data import pipelines, records
+    d = _labelled(ctx)
+    files = records.shard_files(d)[0]
+    reps = 8
+
+    n_clips = sum(v["examples"] for v in records.read_manifest(d)["splits"].values())
+    n_batches = n_clips * reps // 16
+    # one iterator over `reps` passes (new crops each pass), as training reads it
+    ds = pipelines.distill_dataset(d, None, batch_size=16, training=False, repeat=True)
+
+    def ours():
+        k = 0
+        for x, _ in ds.take(n_batches):
+            k += int(x.shape[0])
+        return k
+
+    def peer():
+        k = 0
+        for i in range(reps):
+            k += _peer_clips(files, 16, pipelines.CROP_SAMPLES, seed=i)
+        return k
+
+    return Pair(ours, peer, "python-tfrecord+protobuf+numpy loop")

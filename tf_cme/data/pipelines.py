@@ -1,0 +1,452 @@
+"""tf.data input pipelines over tf-cme record sets.
+
+Every reader lists its shards from the manifest (a missing or truncated shard is
+an error naming the file, or with ``skip_corrupt=True`` is left out and counted
+in ``LAST_SKIPPED_SHARDS``), interleaves the shards, parses and decodes with
+``num_parallel_calls=AUTOTUNE`` and prefetches. All randomness is stateless and
+derived from ``seed`` and the element's position in the stream, so a pipeline
+with a seed yields the same elements in the same order on every run.
+
+Distribution: pass ``input_context`` (from
+``strategy.distribute_datasets_from_function``) and each input pipeline reads a
+disjoint part: whole shards (FILE sharding) when there are at least as many
+shards as input pipelines, otherwise every n-th record (DATA sharding); the
+batch size is then the global batch size and each pipeline batches
+``input_context.get_per_replica_batch_size(batch_size)``. Without
+``input_context`` the datasets set ``AutoShardPolicy.DATA`` so that
+``strategy.experimental_distribute_dataset`` shards them correctly whatever the
+number of shards.
+
+What the pipelines do *not* do: grey-to-3-channel, resizing to the teacher's
+input and mean subtraction belong to the teacher model; the spectrogram, its
+row normalisation and the evaluation bucket crop belong to the student's front end.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from .. import emotions
+from ..utils import CmeError
+from . import records, schema as schema_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+log = logging.getLogger(__name__)
+
+#: SPEC §4.1: the teachers' RGB channel means.
+TEACHER_MEAN = (131.0912, 103.8827, 91.4953)
+#: Default training crop (SPEC §3.1): 4.024 s at 16 kHz.
+CROP_SAMPLES = 64384
+#: Shards skipped as corrupt by the last reader built with skip_corrupt=True.
+LAST_SKIPPED_SHARDS: list[str] = []
+
+
+def fill_value_for(mean=TEACHER_MEAN) -> int:
+    """Grey fill for out-of-image pixels of the FER+ affine augmentation.
+
+    The original samples after mean subtraction and fills with 0, i.e. with the
+    model's mean colour. Our images are grey uint8 and the teacher subtracts its
+    RGB mean itself, so the fill is the grey value closest to that mean: the
+    average of its channel means (109 for the VGGFace2 mean). Pass the model's
+    ``cme_metadata["mean"]``.
+    """
+    return int(round(float(np.mean(np.asarray(mean, dtype=np.float64)))))
+
+
+# ------------------------------------------------------------------- shards
+def _records(dir, split, schema_name, *, shuffle_files: bool, seed: int,
+             input_context=None, skip_corrupt: bool = False, cycle_length: int = 8):
+    m = records.read_manifest(dir, expect_schema=schema_name)
+    splits = [split] if split is not None else list(m["splits"])
+    files, bad = [], []
+    for s in splits:
+        if s not in m["splits"]:
+            raise CmeError(f"{dir}: no split {s!r} (splits: {', '.join(m['splits']) or 'none'})")
+        g, b = records.shard_files(dir, s, m, skip_corrupt=skip_corrupt)
+        files += g
+        bad += b
+    LAST_SKIPPED_SHARDS[:] = bad
+    if bad:
+        log.warning("skipped %d corrupt shard(s): %s", len(bad), ", ".join(bad))
+    if not files:
+        raise CmeError(f"{dir}: no readable shards for split {split!r}")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    record_shard = None
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) >= n:
+            ds = ds.shard(n, i)
+        else:
+            record_shard = (n, i)
+    if shuffle_files:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+
+    def read(f):
+        r = tf.data.TFRecordDataset(f, buffer_size=1 << 20)
+        return r.ignore_errors(log_warning=True) if skip_corrupt else r
+
+    ds = ds.interleave(read, cycle_length=max(1, min(cycle_length, len(files))),
+                       block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if record_shard is not None:
+        ds = ds.shard(*record_shard)
+    return ds, m
+
+
+def _options(ds):
+    opt = tf.data.Options()
+    opt.deterministic = True
+    opt.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(opt)
+
+
+def _batch_size(batch_size, input_context):
+    if input_context is not None:
+        return input_context.get_per_replica_batch_size(batch_size)
+    return batch_size
+
+
+def _seed_pairs(ds, seed):
+    """Zip each element with a stateless seed [seed, position]."""
+    return tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
+        lambda x, i: (x, tf.stack([tf.cast(seed, tf.int64), i])))
+
+
+# ----------------------------------------------------------- augmentation
+def ferplus_affine(seed, batch: int, size: int) -> tf.Tensor:
+    """SPEC §4.2 augmentation as ``[batch, 8]`` projective transforms in pixel units.
+
+    With probability 0.5 the identity; otherwise A = Z·R·S on normalised
+    output->input sampling coordinates (±1 = centres of the corner pixels):
+    zoom s ~ U(0.96, 1.04), m_x, m_y in {1..9}, t = z(1 - 2m) with z = (s-1)/s,
+    A = s [R S | t]; rotation in {-10, 0, 10} degrees; shear [[1, s1], [s2, 1]],
+    s1, s2 in {-0.1, 0, 0.1}.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    s = tf.random.stateless_uniform([batch], seeds[0], 0.96, 1.04, dtype=tf.float64)
+    m = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[1], 1, 10, dtype=tf.int32), tf.float64)
+    theta = tf.cast(tf.random.stateless_uniform([batch], seeds[2], -1, 2, dtype=tf.int32),
+                    tf.float64) * (10.0 * math.pi / 180.0)
+    sh = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[3], -1, 2, dtype=tf.int32),
+                 tf.float64) * 0.1
+    use = tf.random.stateless_uniform([batch], seeds[4], 0, 1, dtype=tf.float64) >= 0.5
+    z = (s - 1.0) / s
+    t = z[:, None] * (1.0 - 2.0 * m)                                  # [B, 2]
+    c, si = tf.cos(theta), tf.sin(theta)
+    r = tf.stack([tf.stack([c, -si], -1), tf.stack([si, c], -1)], 1)  # [B, 2, 2]
+    one = tf.ones_like(s)
+    shear = tf.stack([tf.stack([one, sh[:, 0]], -1), tf.stack([sh[:, 1], one], -1)], 1)
+    lin = s[:, None, None] * tf.linalg.matmul(r, shear)               # [B, 2, 2]
+    trans = s[:, None] * t                                            # [B, 2]
+    eye = tf.eye(2, batch_shape=[batch], dtype=tf.float64)
+    lin = tf.where(use[:, None, None], lin, eye)
+    trans = tf.where(use[:, None], trans, tf.zeros_like(trans))
+    # normalised u = (p - c)/c  =>  q = L p + c (1 - L 1) + c t   (pixel units)
+    cc = (size - 1) / 2.0
+    offs = cc * (1.0 - tf.reduce_sum(lin, axis=2)) + cc * trans       # [B, 2]
+    zeros = tf.zeros([batch, 2], tf.float64)
+    tr = tf.concat([lin[:, 0, :], offs[:, :1], lin[:, 1, :], offs[:, 1:], zeros], axis=1)
+    return tf.cast(tr, tf.float32)
+
+
+def warp(images: tf.Tensor, transforms: tf.Tensor, fill_value) -> tf.Tensor:
+    """Bilinear projective warp of uint8 ``[B, H, W, C]``; outside pixels = fill_value."""
+    shape = tf.shape(images)[1:3]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=shape,
+        fill_value=tf.cast(fill_value, tf.float32), interpolation="BILINEAR",
+        fill_mode="CONSTANT")
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def augment_faces(images, seed, fill_value, affine: bool = True):
+    """Flip (p = 0.5) then the FER+ affine augmentation, per image, in-graph."""
+    b = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    flip = tf.random.stateless_uniform([b], seeds[0], 0, 1) < 0.5
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    if affine:
+        size = images.shape[1] or tf.shape(images)[1]
+        images = warp(images, ferplus_affine(seeds[1], b, size), fill_value)
+    return images
+
+
+# --------------------------------------------------------------- faces
+def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, repeat=False,
+                  image_size=None, fill_value=None, input_context=None,
+                  skip_corrupt=False, shuffle_buffer=4096):
+    """FER+ faces: ``(images uint8 [B, H, W, 1], {"label": int32 [B], "votes": float32 [B, 8]})``.
+
+    ``votes`` is the soft label (cleaned emotion votes normalised). Training
+    shuffles (seeded), drops the last partial batch and, with ``augment``, flips
+    and applies the SPEC §4.2 affine augmentation, out-of-image pixels =
+    ``fill_value`` (default :func:`fill_value_for` of the VGGFace2 mean).
+    ``image_size`` resizes (bilinear) when given; the teacher resizes by itself,
+    so leave it None for teacher training.
+    """
+    sch = schema_lib.FERPLUS_SCHEMA
+    ds, m = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
+                     input_context=input_context, skip_corrupt=skip_corrupt)
+    h, w, _ = m.get("image_size", [schema_lib.FER_SIZE, schema_lib.FER_SIZE, 1])
+    fill = fill_value_for() if fill_value is None else fill_value
+    bs = _batch_size(batch_size, input_context)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    spec = {k: v for k, v in sch.feature_spec().items() if k in ("image", "label", "soft")}
+
+    def parse(serialized):
+        ex = tf.io.parse_example(serialized, spec)
+        img = tf.map_fn(lambda b: tf.io.decode_png(b, channels=1), ex["image"],
+                        fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+        img = tf.ensure_shape(img, [None, h, w, 1])
+        return img, {"label": tf.cast(ex["label"], tf.int32), "votes": ex["soft"]}
+
+    ds = ds.batch(bs, drop_remainder=training)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if training and augment:
+        ds = _seed_pairs(ds, seed).map(
+            lambda x, sd: (augment_faces(x[0], sd, fill), x[1]),
+            num_parallel_calls=AUTOTUNE, deterministic=True)
+    if image_size is not None:
+        size = _pair(image_size)
+        ds = ds.map(lambda x, y: (tf.cast(tf.clip_by_value(tf.round(
+            tf.image.resize(x, size, antialias=True)), 0, 255), tf.uint8), y),
+            num_parallel_calls=AUTOTUNE)
+    return _options(ds.prefetch(AUTOTUNE))
+
+
+def _pair(size):
+    if isinstance(size, int):
+        return [size, size]
+    return [int(size[0]), int(size[1])]
+
+
+# ----------------------------------------------------------- clip parsing
+def _waveform(audio, max_samples=schema_lib.MAX_SAMPLES):
+    x = tf.io.decode_raw(audio, tf.int16, little_endian=True)
+    x = x[:max_samples]
+    return tf.cast(x, tf.float32) / 32768.0
+
+
+def _parse_clip(serialized, sch):
+    out = dict(sch.parse_single(serialized))
+    out["waveform"] = _waveform(out.pop("audio"))
+    if "logits" in out:
+        out["logits"] = tf.reshape(out["logits"], [-1, emotions.NUM_CLASSES])
+    return out
+
+
+def clips_dataset(dir, split=None, *, skip_corrupt=False, input_context=None):
+    """EmoVoxCeleb clips, unbatched, in record order: dicts with ``key``,
+    ``waveform`` float32 [N] (16 kHz, whole clip up to 19.9 s), ``identity``,
+    ``video``, ``track``, ``split``, ``set``, ``logits`` float32 [F, 8] (F = 0 for
+    unlabelled records), ``frames`` string [F'] JPEG, ``frame_index`` int64 and
+    ``frame_times`` float32 [F'], ``num_samples``."""
+    sch = schema_lib.EMOVOX_SCHEMA
+    ds, _ = _records(dir, split, sch.name, shuffle_files=False, seed=0,
+                     input_context=input_context, skip_corrupt=skip_corrupt)
+    ds = ds.map(lambda s: _parse_clip(s, sch), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _options(ds.prefetch(AUTOTUNE))
+
+
+# ---------------------------------------------------------- distillation
+def time_to_row(sample_1based, fs=schema_lib.SAMPLE_RATE):
+    """SPEC §2.2: idx(t) = floor(max(25 t - 1, 0) / 6) + 1 (1-based), t = n / fs,
+    computed in float64 as the original."""
+    t = tf.cast(sample_1based, tf.float64) / float(fs)
+    v = tf.maximum(schema_lib.FPS * t - 1.0, 0.0) / float(schema_lib.FRAME_STRIDE)
+    return tf.cast(tf.floor(v), tf.int64) + 1
+
+
+def logit_rows(start, crop_samples, num_rows, fs=schema_lib.SAMPLE_RATE):
+    """1-based inclusive row range ``(first, last)`` of the frames overlapping a crop
+    starting at 0-based sample ``start`` (SPEC §6): the crop covers seconds
+    [(start+1)/fs, (start+crop)/fs]; first = idx(begin), last = min(idx(end), F).
+    When no row overlaps (the crop starts after the last row), the last row is used."""
+    start = tf.cast(start, tf.int64)
+    f = tf.cast(num_rows, tf.int64)
+    last = tf.minimum(time_to_row(start + crop_samples, fs), f)
+    first = tf.minimum(time_to_row(start + 1, fs), last)
+    return first, last
+
+
+def aggregate_logits(logits, start, crop_samples=CROP_SAMPLES, agg="max"):
+    """Per-emotion max (or mean) of the rows of ``logits`` [F, 8] overlapping the crop."""
+    f = tf.shape(logits, out_type=tf.int64)[0]
+    first, last = logit_rows(start, crop_samples, f)
+    rows = logits[first - 1:last]
+    if agg == "max":
+        out = tf.reduce_max(rows, axis=0)
+    elif agg == "mean":
+        out = tf.reduce_mean(rows, axis=0)
+    else:
+        raise ValueError(f"agg must be 'max' or 'mean', got {agg!r}")
+    return tf.ensure_shape(out, [emotions.NUM_CLASSES])
+
+
+def crop_start(num_samples, seed, crop_samples=CROP_SAMPLES):
+    """SPEC §3.1: with wd = N - crop, a 0-based start uniform in {0..wd-1} when
+    wd >= 1 (MATLAB's wr in 1..wd), else 0."""
+    n = tf.cast(num_samples, tf.int64)
+    wd = n - crop_samples
+    u = tf.random.stateless_uniform([], tf.cast(seed, tf.int64), 0, 1, dtype=tf.float64)
+    s = tf.minimum(tf.cast(tf.floor(u * tf.cast(wd, tf.float64)), tf.int64), wd - 1)
+    return tf.where(wd >= 1, s, tf.constant(0, tf.int64))
+
+
+def crop_waveform(waveform, start, crop_samples=CROP_SAMPLES):
+    """``crop_samples`` samples from ``start``, zero-padded at the end when short."""
+    start = tf.cast(start, tf.int64)
+    piece = waveform[start:start + crop_samples]
+    piece = tf.pad(piece, [[0, crop_samples - tf.shape(piece, out_type=tf.int64)[0]]])
+    return tf.ensure_shape(piece, [crop_samples])
+
+
+def crop_and_aggregate(waveform, logits, seed, crop_samples=CROP_SAMPLES, agg="max"):
+    """SPEC §3.1 random crop + SPEC §6 logit aggregation, in-graph.
+
+    ``waveform`` float32 [N] (N already clamped at 19.9 s), ``logits`` [F, 8].
+    Returns ``(crop [crop_samples], aggregated logits [8], start)``.
+    """
+    start = crop_start(tf.shape(waveform, out_type=tf.int64)[0], seed, crop_samples)
+    return (crop_waveform(waveform, start, crop_samples),
+            aggregate_logits(logits, start, crop_samples, agg), start)
+
+
+def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP_SAMPLES,
+                              agg="max"):
+    """Batched :func:`crop_and_aggregate` on parsed records, without decoding whole clips.
+
+    ``audio`` [B] int16 PCM strings, ``num_samples`` [B], ``logits`` a ragged
+    [B, None] float tensor (F_i x 8 flattened per clip). Only the cropped bytes are
+    decoded (``tf.strings.substr`` then ``decode_raw`` with zero padding). Returns
+    ``(waveforms [B, crop], aggregated [B, 8], starts [B])``.
+    """
+    n = tf.minimum(tf.cast(num_samples, tf.int64), schema_lib.MAX_SAMPLES)
+    b = tf.shape(n)[0]
+    wd = n - crop_samples
+    u = tf.random.stateless_uniform([b], tf.cast(seed, tf.int64), 0, 1, dtype=tf.float64)
+    s = tf.minimum(tf.cast(tf.floor(u * tf.cast(wd, tf.float64)), tf.int64), wd - 1)
+    start = tf.where(wd >= 1, s, tf.zeros_like(s))
+    take = tf.minimum(tf.cast(crop_samples, tf.int64), n - start)
+    piece = tf.strings.substr(audio, 2 * start, 2 * take)
+    wave = tf.io.decode_raw(piece, tf.int16, little_endian=True, fixed_length=2 * crop_samples)
+    wave = tf.cast(wave, tf.float32) * (1.0 / 32768.0)      # exact: a power of two
+    wave = tf.ensure_shape(wave, [None, crop_samples])
+    # logits: rows per clip, as flat rows with their clip ids
+    vals = tf.reshape(logits.flat_values, [-1, emotions.NUM_CLASSES])
+    rows_per_clip = tf.cast(logits.row_lengths(), tf.int64) // emotions.NUM_CLASSES
+    clip_of_row = tf.repeat(tf.range(tf.cast(b, tf.int64)), rows_per_clip)
+    row_start = tf.cumsum(rows_per_clip, exclusive=True)
+    pos = tf.range(tf.shape(vals, out_type=tf.int64)[0]) - tf.gather(row_start, clip_of_row)
+    first, last = logit_rows(start, crop_samples, rows_per_clip)
+    sel = (pos >= tf.gather(first, clip_of_row) - 1) & (pos < tf.gather(last, clip_of_row))
+    if agg == "max":
+        masked = tf.where(sel[:, None], vals, tf.fill(tf.shape(vals), -np.inf))
+        out = tf.math.unsorted_segment_max(masked, clip_of_row, b)
+    else:
+        masked = tf.where(sel[:, None], vals, tf.zeros_like(vals))
+        tot = tf.math.unsorted_segment_sum(masked, clip_of_row, b)
+        cnt = tf.math.unsorted_segment_sum(tf.cast(sel, tf.float32), clip_of_row, b)
+        out = tot / tf.maximum(cnt, 1.0)[:, None]
+    return wave, tf.ensure_shape(out, [None, emotions.NUM_CLASSES]), start
+
+
+def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0, agg="max",
+                    training=True, repeat=False, input_context=None, skip_corrupt=False,
+                    shuffle_buffer=1024):
+    """Distillation batches from LABELLED emovox records:
+    ``(waveform float32 [B, crop_samples], {"logits": float32 [B, 8], "label": int32 [B]})``.
+
+    Each clip gives one random crop (SPEC §3.1: zero-padded when shorter) and the
+    per-emotion max (``agg="max"``) or mean of the teacher logits of the frames
+    overlapping it (SPEC §6); ``label`` is the arg-max of the aggregate
+    (``maxLabel``). Validation uses random crops too, as the original
+    (``training=False`` only stops shuffling and keeps the last partial batch).
+    ``split=None`` reads every split. Crops are drawn per batch from the stateless
+    seed [seed, batch number], so a seed fixes them.
+    """
+    if agg not in ("max", "mean"):
+        raise CmeError(f"agg must be 'max' or 'mean', got {agg!r}")
+    if crop_samples < 1:
+        raise CmeError(f"crop_samples must be positive, got {crop_samples}")
+    sch = schema_lib.EMOVOX_SCHEMA
+    m = records.read_manifest(dir, expect_schema=sch.name)
+    if not m.get("labelled"):
+        raise CmeError(f"{dir}: emovox records without teacher logits; label them first "
+                       f"(scripts/label_faces.py) or build with --logits-mat")
+    ds, _ = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
+                     input_context=input_context, skip_corrupt=skip_corrupt)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    spec = {k: v for k, v in sch.feature_spec(ragged=True).items()
+            if k in ("audio", "num_samples", "logits")}
+    ds = ds.batch(_batch_size(batch_size, input_context), drop_remainder=training)
+
+    def parse(serialized, sd):
+        ex = tf.io.parse_example(serialized, spec)
+        wave, z, _ = crop_and_aggregate_batch(ex["audio"], ex["num_samples"], ex["logits"], sd,
+                                              crop_samples, agg)
+        return wave, {"logits": z, "label": tf.cast(tf.argmax(z, axis=1), tf.int32)}
+
+    ds = _seed_pairs(ds, seed).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _options(ds.prefetch(AUTOTUNE))
+
+
+# ------------------------------------------------------------------ frames
+def center_crop_resize(image, image_size, fraction=1 / 1.6):
+    """SPEC §4.4: centre crop of ``fraction`` of the largest centred square, resize
+    (bilinear, antialiased), uint8."""
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    side = tf.cast(tf.round(tf.cast(tf.minimum(h, w), tf.float32) * fraction), tf.int32)
+    side = tf.maximum(side, 1)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = image[top:top + side, left:left + side]
+    size = _pair(image_size)
+    img = tf.image.resize(img, size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+
+
+def frames_dataset(dir, *, image_size, split=None, crop_fraction=1 / 1.6, skip_corrupt=False):
+    """Every face frame of emovox records, unbatched: ``(key, frame_idx, image uint8
+    [S, S, 3])``; ``frame_idx`` is the 0-based row of the frame in its clip (the row
+    of its logits). JPEG decoded, centre crop 1/1.6, resized to ``image_size``."""
+    sch = schema_lib.EMOVOX_SCHEMA
+    ds, _ = _records(dir, split, sch.name, shuffle_files=False, seed=0,
+                     skip_corrupt=skip_corrupt)
+    spec = {k: v for k, v in sch.feature_spec().items() if k in ("key", "frames")}
+
+    def per_clip(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        frames = tf.sparse.to_dense(ex["frames"])
+        n = tf.shape(frames, out_type=tf.int64)[0]
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.fill([n], ex["key"]), tf.range(n), frames))
+
+    def decode(key, idx, jpg):
+        img = tf.io.decode_jpeg(jpg, channels=3)
+        return key, idx, center_crop_resize(img, image_size, crop_fraction)
+
+    ds = ds.flat_map(per_clip)
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _options(ds.prefetch(AUTOTUNE))
+
+
+# ---------------------------------------------------------------- external
+def external_dataset(dir, split=None, *, skip_corrupt=False):
+    """External clips, unbatched: dicts with ``waveform`` float32 [N] (16 kHz),
+    ``label`` (index in the manifest's ``classes``), ``label_name``,
+    ``ferplus_label``, ``speaker``, ``dataset``, ``path``, ``split``, ``frames``
+    (JPEG, possibly empty) and ``frame_times``."""
+    sch = schema_lib.EXTERNAL_SCHEMA
+    ds, _ = _records(dir, split, sch.name, shuffle_files=False, seed=0,
+                     skip_corrupt=skip_corrupt)
+    ds = ds.map(lambda s: _parse_clip(s, sch), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _options(ds.prefetch(AUTOTUNE))

@@ -1,0 +1,478 @@
+"""Sharded, atomic, resumable record writing; the manifest; shard checks.
+
+A record set is a folder::
+
+    DIR/<split>-NNNNN.tfrecord   shards (TFRecord files of tf.train.Example)
+    DIR/manifest.json            schema, schema_version, splits, skipped, sources, config, shards
+    DIR/skipped.tsv              every dropped input: reason, input, detail
+    DIR/.progress/               per-shard statistics, so that a re-run resumes
+
+How a build works (:func:`build`): the builder turns its inputs into a fixed,
+deterministic list of :class:`ShardTask` (a split, a shard number and the
+inputs that go into that shard). Each task's inputs are encoded (in worker
+processes that never import TensorFlow), the shard is written to
+``<name>.tmp-<pid>`` and renamed when complete; its statistics are saved in
+``.progress/`` just before the rename. A re-run skips every shard whose file
+and statistics exist (and whose size matches), so an interrupted build resumes
+without losing or duplicating a shard. The manifest is written last, from the
+per-shard statistics, and has no time stamp: a resumed build writes the same
+manifest as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .. import emotions
+from ..utils import CmeError, atomic_path, progress, read_json, write_json
+from . import schema as schema_lib
+
+MANIFEST = "manifest.json"
+PROGRESS = ".progress"
+SKIPPED = "skipped.tsv"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.tfrecord"
+
+
+@dataclasses.dataclass
+class ShardTask:
+    split: str
+    index: int
+    items: list          # picklable inputs, given one at a time to the encoder
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index)
+
+
+@dataclasses.dataclass
+class Encoded:
+    """An encoded record and the FER+ class it counts under (None: not counted)."""
+    data: bytes
+    label: int | None = None
+
+
+@dataclasses.dataclass
+class Skip:
+    """An input dropped for ``reason`` (counted in the manifest)."""
+    reason: str
+    item: str
+    detail: str = ""
+
+
+def chunk(split: str, items: Sequence, shard_size: int, start: int = 0) -> list[ShardTask]:
+    """Cut one split's inputs into shard tasks of ``shard_size`` inputs."""
+    if shard_size < 1:
+        raise CmeError(f"shard size must be at least 1, got {shard_size}")
+    return [ShardTask(split, start + i, list(items[o:o + shard_size]))
+            for i, o in enumerate(range(0, len(items), shard_size))]
+
+
+# ------------------------------------------------------------------- workers
+def _resolve(fn: str) -> Callable:
+    mod, name = fn.rsplit(":", 1)
+    return getattr(importlib.import_module(mod), name)
+
+
+def _encode_one(args):
+    """Worker: encode one input (a CmeError becomes a counted skip)."""
+    fn, options, item = args
+    try:
+        return _resolve(fn)(item, **options)
+    except CmeError as e:
+        return Skip("unreadable", str(item)[:200], str(e))
+
+
+def _encode_shards(pending: list[ShardTask], fn: str, options: dict, pool, n_workers: int, bar):
+    """Yield (task, results) in task order; inputs are encoded in parallel across
+    shards, a window of ``n_workers`` shards at a time (bounded memory)."""
+    window = max(1, n_workers)
+    for w in range(0, len(pending), window):
+        group = pending[w:w + window]
+        jobs = [(fn, options, it) for t in group for it in t.items]
+        if pool is None:
+            results = map(_encode_one, jobs)
+        else:
+            chunk = max(1, min(64, len(jobs) // (4 * n_workers)))
+            results = pool.imap(_encode_one, jobs, chunksize=chunk)
+        for t in group:
+            res = []
+            for _ in t.items:
+                res.append(next(results))
+                bar.update(1)
+            yield t, res
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def _pool(workers: int):
+    # Workers must not inherit TensorFlow's threads: fork only while TF is not
+    # loaded in this process, otherwise start them from a clean fork server.
+    import sys
+    method = "fork" if "tensorflow" not in sys.modules else "forkserver"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["numpy", "cv2", "tf_cme.data.ferplus",
+                                    "tf_cme.data.emovox", "tf_cme.data.external"])
+    return ctx.Pool(workers)
+
+
+# --------------------------------------------------------------------- build
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(block)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def listing_sha256(root: str | os.PathLike, paths: Iterable[str]) -> str:
+    """Checksum of a file tree listing: relative paths and sizes (not contents)."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for p in sorted(paths):
+        try:
+            size = (root / p).stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{p}\t{size}\n".encode())
+    return h.hexdigest()
+
+
+def _build_key(schema: schema_lib.Schema, config: dict, tasks: list[ShardTask], fn: str,
+               options: dict) -> str:
+    h = hashlib.sha256()
+    config = {k: v for k, v in config.items() if k not in ("workers",)}
+    h.update(json.dumps([schema.name, schema.version, config, fn, options], sort_keys=True,
+                        default=str).encode())
+    for t in tasks:
+        h.update(f"{t.name}:{len(t.items)}:".encode())
+        h.update(pickle.dumps(t.items, protocol=4))
+    return h.hexdigest()
+
+
+def _write_shard(path: Path, records: list[bytes]) -> int:
+    import tensorflow as tf
+    with atomic_path(path) as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as w:
+            for r in records:
+                w.write(r)
+        size = tmp.stat().st_size
+    return size
+
+
+def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[ShardTask], *,
+          encode_fn: str, options: dict | None = None, config: dict | None = None,
+          sources: dict | None = None, pre_skipped: list[Skip] | None = None,
+          extra: dict | None = None, workers: int = 0, overwrite: bool = False,
+          desc: str = "records", unit: str = "input", local_options: dict | None = None,
+          key_extra: str = "", executor: str = "process") -> dict:
+    """Write ``tasks`` as shards of ``schema`` records under ``out_dir``; return the manifest.
+
+    ``encode_fn`` ("module:function") turns one input into :class:`Encoded` or
+    :class:`Skip`; it is called as ``encode_fn(item, **options)`` in worker
+    processes (``workers`` = 0: every available core; 1: in this process).
+    ``pre_skipped`` are inputs the caller dropped before encoding (counted too).
+    ``local_options`` are passed to the encoder too but are neither hashed into
+    the build key nor sent to other processes (they force ``workers=1``);
+    ``key_extra`` stands for them in the build key. An encoder may return a list
+    of results (one input giving several records). ``executor``: ``"process"``
+    (CPU-bound encoders) or ``"thread"`` (encoders that mostly read files and run
+    NumPy / OpenCV code, which release the GIL: no process start-up, no pickling).
+    """
+    out = Path(out_dir)
+    options = dict(options or {})
+    config = dict(config or {})
+    out.mkdir(parents=True, exist_ok=True)
+    prog = out / PROGRESS
+    key = _build_key(schema, config, tasks, encode_fn, options) + key_extra
+    if local_options:
+        workers = 1
+        options = {**options, **local_options}
+    key_file = prog / "build.json"
+    if key_file.exists():
+        old = read_json(key_file).get("key")
+        if old != key:
+            if not overwrite:
+                raise CmeError(
+                    f"{out} holds a build made from other inputs or another config; "
+                    f"choose another --out, or pass --overwrite to replace it")
+            _clear(out)
+    elif (out / MANIFEST).exists() or any(out.glob("*.tfrecord")):
+        if not overwrite:
+            raise CmeError(f"{out} already holds records not made by this build; choose "
+                           f"another --out, or pass --overwrite to replace them")
+        _clear(out)
+    prog.mkdir(parents=True, exist_ok=True)
+    write_json(key_file, {"key": key, "schema": schema.name})
+    for stale in list(out.glob("*.tmp-*")) + list(out.glob("*.pending")):
+        stale.unlink()                    # left by an interrupted build
+
+    done: dict[str, dict] = {}
+    pending: list[ShardTask] = []
+    for t in tasks:
+        st = prog / f"{t.name}.json"
+        shard = out / t.name
+        if st.exists() and shard.exists():
+            stats = read_json(st)
+            if stats.get("bytes") == shard.stat().st_size:
+                done[t.name] = stats
+                continue
+        pending.append(t)
+
+    n_workers = cpu_count() if workers <= 0 else workers
+    n_workers = max(1, min(n_workers, sum(len(t.items) for t in pending)))
+    total = sum(len(t.items) for t in tasks)
+    bar = progress(total=total, desc=desc, unit=unit)
+    bar.update(sum(len(t.items) for t in tasks if t.name in done))
+    pool = None
+    try:
+        if n_workers > 1 and pending:
+            if executor == "thread":
+                from multiprocessing.pool import ThreadPool
+                pool = ThreadPool(n_workers)
+            else:
+                pool = _pool(n_workers)
+        slow = float(os.environ.get("TF_CME_TEST_SHARD_DELAY", "0") or 0)  # tests: a build to kill
+        for t, res in _encode_shards(pending, encode_fn, options, pool, n_workers, bar):
+            done[t.name] = _finish_shard(out, t, res, schema)
+            if slow:
+                import time
+                time.sleep(slow)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    manifest = _manifest(schema, tasks, done, pre_skipped or [], sources or {}, config,
+                         extra or {})
+    _write_skipped(out, tasks, prog, pre_skipped or [])
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _clear(out: Path) -> None:
+    for p in out.glob("*.tfrecord"):
+        p.unlink()
+    for name in (MANIFEST, SKIPPED):
+        if (out / name).exists():
+            (out / name).unlink()
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+
+
+def _finish_shard(out: Path, t: ShardTask, results: list, schema) -> dict:
+    records, counts, skipped, skip_lines = [], Counter(), Counter(), []
+    flat = []
+    for r in results:
+        flat.extend(r if isinstance(r, list) else [r])
+    for r in flat:
+        if isinstance(r, Skip):
+            skipped[r.reason] += 1
+            skip_lines.append([r.reason, r.item, r.detail])
+        else:
+            records.append(r.data)
+            if r.label is not None and 0 <= r.label < emotions.NUM_CLASSES:
+                counts[emotions.FERPLUS[r.label]] += 1
+    stats = {"split": t.split, "file": t.name, "examples": len(records),
+             "inputs": len(t.items), "class_counts": dict(counts),
+             "skipped": dict(skipped), "skipped_items": skip_lines}
+    # the statistics first, then the shard: a shard file that exists is complete
+    # and has its statistics (the size check catches a stale statistics file).
+    tmp_path = out / (t.name + ".pending")
+    size = _write_shard(tmp_path, records)
+    stats["bytes"] = size
+    write_json(out / PROGRESS / f"{t.name}.json", stats)
+    os.replace(tmp_path, out / t.name)
+    return stats
+
+
+def _manifest(schema, tasks, done, pre_skipped, sources, config, extra) -> dict:
+    splits: dict[str, dict] = {}
+    skipped = Counter()
+    shards = []
+    for t in tasks:
+        s = done[t.name]
+        sp = splits.setdefault(t.split, {"examples": 0,
+                                         "class_counts": {n: 0 for n in emotions.FERPLUS},
+                                         "shards": 0})
+        sp["examples"] += s["examples"]
+        sp["shards"] += 1
+        for k, v in s["class_counts"].items():
+            sp["class_counts"][k] += v
+        skipped.update(s["skipped"])
+        shards.append({"file": t.name, "split": t.split, "examples": s["examples"],
+                       "bytes": s["bytes"]})
+    for sk in pre_skipped:
+        skipped[sk.reason] += 1
+    m = {"schema": schema.name, "schema_version": schema.version, "splits": splits,
+         "skipped": dict(sorted(skipped.items())), "sources": sources, "config": config,
+         "shards": shards}
+    m.update(extra)
+    return m
+
+
+def _write_skipped(out: Path, tasks, prog: Path, pre_skipped) -> None:
+    lines = [[s.reason, s.item, s.detail] for s in pre_skipped]
+    for t in tasks:
+        lines += read_json(prog / f"{t.name}.json").get("skipped_items", [])
+    text = "".join("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n"
+                   for row in lines)
+    with atomic_path(out / SKIPPED) as tmp:
+        tmp.write_text("reason\tinput\tdetail\n" + text)
+
+
+# ------------------------------------------------------------------ reading
+def read_manifest(dir: str | os.PathLike, expect_schema: str | None = None) -> dict:
+    """The manifest of a record set; checks the schema name and version."""
+    path = Path(dir) / MANIFEST
+    if not path.exists():
+        raise CmeError(f"{dir}: no {MANIFEST}; not a record set (build it with "
+                       f"scripts/build_records.py)")
+    try:
+        m = read_json(path)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CmeError(f"{path}: unreadable manifest: {e}") from None
+    name = m.get("schema")
+    if name not in schema_lib.SCHEMAS:
+        raise CmeError(f"{path}: unknown record schema {name!r}")
+    if expect_schema is not None and name != expect_schema:
+        raise CmeError(f"{dir}: holds {name!r} records, expected {expect_schema!r}")
+    want = schema_lib.SCHEMAS[name].version
+    if m.get("schema_version") != want:
+        raise CmeError(f"{path}: schema {name!r} version {m.get('schema_version')}, this "
+                       f"code reads version {want}; rebuild the records")
+    return m
+
+
+def shard_files(dir: str | os.PathLike, split: str | None = None, manifest: dict | None = None,
+                skip_corrupt: bool = False) -> tuple[list[str], list[str]]:
+    """Shard paths of ``split`` (all splits when None), checked against the manifest.
+
+    A missing shard or one whose size differs from the manifest (truncated) is an
+    error naming the file; with ``skip_corrupt`` it is left out and returned in
+    the second list instead.
+    """
+    m = manifest or read_manifest(dir)
+    if split is not None and split not in m["splits"]:
+        raise CmeError(f"{dir}: no split {split!r} (splits: {', '.join(m['splits'])})")
+    good, bad = [], []
+    for s in m["shards"]:
+        if split is not None and s["split"] != split:
+            continue
+        p = Path(dir) / s["file"]
+        problem = None
+        if not p.exists():
+            problem = "missing"
+        elif p.stat().st_size != s["bytes"]:
+            problem = f"truncated or altered ({p.stat().st_size} bytes, manifest says {s['bytes']})"
+        if problem:
+            if not skip_corrupt:
+                raise CmeError(f"corrupt shard {p}: {problem}; rebuild it (re-run "
+                               f"build_records.py) or pass --skip-corrupt")
+            bad.append(str(p))
+        else:
+            good.append(str(p))
+    return good, bad
+
+
+def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterable[bytes]:
+    """Read a TFRecord file with plain Python (length + CRC framing), naming the file on error."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    off, n = 0, len(data)
+    while off < n:
+        if off + 12 > n:
+            raise CmeError(f"corrupt shard {path}: truncated record header at byte {off}")
+        (length,) = struct.unpack_from("<Q", data, off)
+        if check_crc and struct.unpack_from("<I", data, off + 8)[0] != _masked_crc(data[off:off + 8]):
+            raise CmeError(f"corrupt shard {path}: bad length checksum at byte {off}")
+        start = off + 12
+        end = start + length
+        if end + 4 > n:
+            raise CmeError(f"corrupt shard {path}: truncated record at byte {off}")
+        rec = data[start:end]
+        if check_crc and struct.unpack_from("<I", data, end)[0] != _masked_crc(rec):
+            raise CmeError(f"corrupt shard {path}: bad data checksum in the record at byte {off}")
+        yield rec
+        off = end + 4
+
+
+def verify(dir: str | os.PathLike, skip_corrupt: bool = False) -> dict:
+    """Read every shard fully (CRC checks, record counts vs the manifest).
+
+    Returns ``{"shards": good shards, "examples": n, "corrupt": [files]}``; a
+    corrupt, truncated or missing shard raises a CmeError naming it unless
+    ``skip_corrupt``.
+    """
+    import tensorflow as tf
+    m = read_manifest(dir)
+    good, bad = shard_files(dir, None, m, skip_corrupt=skip_corrupt)
+    expected = {str(Path(dir) / s["file"]): s["examples"] for s in m["shards"]}
+    n_ex, n_good = 0, 0
+    for p in good:
+        try:
+            n = 0
+            for _ in tf.data.TFRecordDataset(p):
+                n += 1
+            if n != expected[p]:
+                raise CmeError(f"corrupt shard {p}: {n} records, manifest says {expected[p]}")
+        except (tf.errors.OpError, CmeError) as e:
+            if not skip_corrupt:
+                if isinstance(e, CmeError):
+                    raise
+                raise CmeError(f"corrupt shard {p}: {e.message.splitlines()[0]}") from None
+            bad.append(p)
+            continue
+        n_ex += n
+        n_good += 1
+    return {"shards": n_good, "examples": n_ex, "corrupt": bad}
+
+
+# CRC-32C (Castagnoli), masked as TFRecord does; pure Python, used only by
+# iter_records (tools and benchmark peers), never by the builders.
+def _crc_table():
+    poly, table = 0x82F63B78, []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def _crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    t = _CRC_TABLE
+    for b in data:
+        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    c = _crc32c(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
