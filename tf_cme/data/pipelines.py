@@ -181,7 +181,7 @@ def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, rep
 
     ``votes`` is the soft label (cleaned emotion votes normalised). Training
     shuffles (seeded), drops the last partial batch and, with ``augment``, flips
-    and applies the SPEC §4.2 affine augmentation, out-of-image pixels =
+    and applies the SPEC §4.2 affine augmentation (``augment="flip"``: the flip only), out-of-image pixels =
     ``fill_value`` (default :func:`fill_value_for` of the VGGFace2 mean).
     ``image_size`` resizes (bilinear) when given; the teacher resizes by itself,
     so leave it None for teacher training.
@@ -209,7 +209,7 @@ def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, rep
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     if training and augment:
         ds = _seed_pairs(ds, seed).map(
-            lambda x, sd: (augment_faces(x[0], sd, fill), x[1]),
+            lambda x, sd: (augment_faces(x[0], sd, fill, affine=augment != "flip"), x[1]),
             num_parallel_calls=AUTOTUNE, deterministic=True)
     if image_size is not None:
         size = _pair(image_size)

@@ -1,0 +1,58 @@
+"""FER+ evaluation of a teacher (SPEC §4.3, ``teacher/benchmark_ferplus_models.m``).
+
+Accuracy = 1 - top-1 error of the argmax of the logits against the majority-vote hard
+label, on the cleaned val (PublicTest) and test (PrivateTest) splits; the network in
+test mode (dropout off, BN running moments), no flip, no augmentation. Also the recall
+of each class and the confusion matrix (a PNG per split in ``RUN/figures/``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import emotions
+from ..runs import Run
+from ..training.teacher import confusion, make_predict_fn, predict_split, recall_per_class
+from ..utils import CmeError
+
+
+def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
+             out_dir: str | os.PathLike, splits=("val", "test"), batch_size: int = 256) -> dict:
+    """Evaluate ``model_path`` on ``splits`` of the FER+ record set ``records``; writes
+    ``metrics.json`` (``<split>_accuracy``, ``<split>_recall``, ``<split>_confusion``,
+    ``<split>_examples``) and ``figures/confusion-<split>.png`` into ``out_dir``."""
+    from ..data import records as records_lib
+    from ..models.io import load_model
+    from .plots import plot_confusion
+
+    manifest = records_lib.read_manifest(records, expect_schema="ferplus")
+    missing = [s for s in splits if s not in manifest["splits"]]
+    if missing:
+        raise CmeError(f"{records}: no split(s) {', '.join(missing)} "
+                       f"(has {', '.join(manifest['splits'])})")
+    model = load_model(model_path)
+    md = getattr(model, "cme_metadata", {})
+    classes = md.get("class_names", list(emotions.FERPLUS))
+    if list(classes) != list(emotions.FERPLUS):
+        raise CmeError(f"{model_path}: model classes {classes} are not the FER+ classes")
+    run = Run.create(out_dir)
+    out: dict = {"model": str(model_path), "records": str(records)}
+    predict_fn = make_predict_fn(model)
+    for split in splits:
+        logits, labels, _ = predict_split(model, records, split, batch_size=batch_size,
+                                          predict_fn=predict_fn)
+        preds = logits.argmax(-1) if len(logits) else np.zeros((0,), np.int64)
+        cm = confusion(labels, preds)
+        acc = float((preds == labels).mean()) if len(labels) else None
+        out[f"{split}_accuracy"] = acc
+        out[f"{split}_examples"] = int(len(labels))
+        out[f"{split}_recall"] = recall_per_class(cm)
+        out[f"{split}_confusion"] = cm.tolist()
+        rows = cm.sum(1, keepdims=True)
+        plot_confusion(np.divide(cm, np.maximum(rows, 1)), list(emotions.FERPLUS),
+                       path=run.figures / f"confusion-{split}.png",
+                       title=f"FER+ {split}: accuracy {acc:.3f}" if acc is not None
+                       else f"FER+ {split}")
+    run.update_metrics(**out)
+    return out

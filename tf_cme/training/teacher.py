@@ -1,0 +1,378 @@
+"""FER+ fine-tuning of the teachers (SPEC §4.2, ``teacher/ferplus_baselines.m``).
+
+- SGD, momentum 0.9, weight decay 5e-4 added to the gradient *before* momentum, as
+  MatConvNet does (:func:`tf_cme.training.optim.matconvnet_gradients`); decay applies to
+  convolution kernels (BN scales/shifts and biases are not decayed, MatConvNet's
+  defaults for those parameters).
+- Per-variable learning-rate multipliers, exact for SGD with momentum because they scale
+  the decayed gradient: ``backbone_lr_mult`` (the original's ``finetuneLR`` 0.1) for every
+  variable but the classifier's, ``classifier_lr_mult`` for ``classifier`` (SPEC §9.8:
+  ambiguous in the original; 1 by default).
+- Batch 128, learning rates 0.01 / 0.001 / 0.0001 for 60 epochs each; dropout 0.5;
+  loss ``softmaxlog`` (hard labels, resnet50-ferplus) or ``distributions`` (soft vote
+  distribution, senet50-ferplus); losses are batch means; BN in training mode.
+- Augmentation (flip + the affine Z·R·S) from the records pipeline
+  (:func:`tf_cme.data.pipelines.faces_dataset`); the model resizes and subtracts its mean.
+- The distribution strategy comes from the environment; TensorBoard (loss, accuracy,
+  per-class recall, learning rate, sample images); an atomic epoch checkpoint (weights,
+  optimizer state, epoch, best so far) that a re-run resumes from; the best epoch on
+  val (accuracy, i.e. MatConvNet's ``classerror``) is kept as ``RUN/model.keras``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import emotions
+from ..runs import Run
+from ..utils import CmeError, atomic_path, progress
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("softmaxlog", "distributions")
+CHECKPOINT = "last.npz"
+
+
+@dataclasses.dataclass
+class TeacherTrainConfig:
+    records: str = "records/ferplus"          # FER+ record set (build_records.py ferplus)
+    arch: str = "senet50-ferplus"             # registry name
+    width: float = 1.0                        # channel multiplier
+    input_size: int = 224                     # model input size
+    dropout: float = 0.5
+    init: str = ""                            # .keras to start from (an imported VGGFace2 base)
+    loss: str = "auto"                        # softmaxlog | distributions | auto (by arch)
+    batch_size: int = 128
+    learning_rates: list[float] = dataclasses.field(
+        default_factory=lambda: [0.01, 0.001, 0.0001])
+    epochs_per_rate: list[int] = dataclasses.field(default_factory=lambda: [60, 60, 60])
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    backbone_lr_mult: float = 0.1
+    classifier_lr_mult: float = 1.0
+    augment: bool = True
+    affine: bool = True                       # SPEC §4.2 affine augmentation (False: flip only)
+    steps_per_epoch: int = 0                  # 0: whole train split each epoch
+    val_split: str = "val"
+    seed: int = 0
+    sample_images: int = 8                    # images logged to TensorBoard (0: none)
+    shuffle_buffer: int = 4096
+
+    def resolved_loss(self) -> str:
+        if self.loss == "auto":
+            return "distributions" if self.arch.startswith("senet") else "softmaxlog"
+        if self.loss not in LOSSES:
+            raise CmeError(f"unknown teacher loss {self.loss!r}; choose one of "
+                           f"{', '.join(LOSSES)} or auto")
+        return self.loss
+
+    def schedule(self) -> list[float]:
+        if len(self.learning_rates) != len(self.epochs_per_rate):
+            raise CmeError(f"learning_rates ({len(self.learning_rates)}) and epochs_per_rate "
+                           f"({len(self.epochs_per_rate)}) differ in length")
+        out = []
+        for lr, n in zip(self.learning_rates, self.epochs_per_rate):
+            out += [float(lr)] * int(n)
+        if not out:
+            raise CmeError("the learning-rate schedule has no epochs")
+        return out
+
+
+# ------------------------------------------------------------------------------ losses
+
+def per_example_loss(name: str, logits, labels, votes):
+    """``softmaxlog``: -log softmax(x)[label]; ``distributions``: -sum_c p_c log softmax(x)_c
+    with p the cleaned vote distribution (SoftmaxCELoss at T = 1). Float32 ``[B]``."""
+    from keras import ops
+    logq = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    if name == "softmaxlog":
+        return -ops.take_along_axis(logq, ops.expand_dims(ops.cast(labels, "int32"), -1),
+                                    axis=-1)[:, 0]
+    p = ops.cast(votes, "float32")
+    p = p / ops.maximum(ops.sum(p, axis=-1, keepdims=True), 1e-12)
+    return -ops.sum(p * logq, axis=-1)
+
+
+# ------------------------------------------------------------------------------ model
+
+def build_teacher(cfg: TeacherTrainConfig):
+    """The registry model, with weights from ``cfg.init`` when given (copied layer by layer
+    by name; the classifier only when its shape matches)."""
+    from ..models import build_model
+    model = build_model(cfg.arch, width=cfg.width, input_size=cfg.input_size,
+                        dropout=cfg.dropout)
+    if cfg.init:
+        copy_weights_by_name(load_init(cfg.init), model, source=cfg.init)
+    return model
+
+
+def load_init(path):
+    from ..models.io import load_model
+    p = Path(path)
+    if not p.is_file():
+        raise CmeError(f"{p}: no such model file (--init)")
+    return load_model(p)
+
+
+def copy_weights_by_name(src, dst, source="init") -> dict:
+    """Copy weights of every ``dst`` layer with weights from the same-named ``src`` layer.
+    The classifier is skipped when its class count differs; anything else missing or
+    mismatched is a CmeError naming the layer."""
+    copied, skipped = 0, []
+    src_layers = {l.name: l for l in src.layers}
+    for layer in dst.layers:
+        w = layer.get_weights()
+        if not w:
+            continue
+        other = src_layers.get(layer.name)
+        ow = other.get_weights() if other is not None else None
+        if ow is None or [a.shape for a in ow] != [a.shape for a in w]:
+            if layer.name == "classifier":
+                skipped.append(layer.name)
+                continue
+            got = "missing" if ow is None else f"shapes {[a.shape for a in ow]}"
+            raise CmeError(f"{source}: layer {layer.name!r} does not match the model "
+                           f"({got}, expected {[a.shape for a in w]}): wrong arch or width?")
+        layer.set_weights(ow)
+        copied += 1
+    return {"copied_layers": copied, "skipped": skipped}
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def _opt_variables(opt):
+    return list(opt.variables)
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    """Weights + optimizer state + ``state`` (epoch, best, history) in one atomic .npz."""
+    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
+    state = {**state, "weight_names": [w.path for w in model.weights]}
+    arrays.update({f"o{i}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                   for i, v in enumerate(_opt_variables(opt))})
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_checkpoint(path: Path, model, opt) -> dict:
+    try:
+        data = np.load(path)
+        state = json.loads(bytes(data["state"]).decode())
+        names = [w.path for w in model.weights]
+        if state.get("weight_names", names) != names:
+            raise ValueError("its weights are not this model's (another arch or width?)")
+        n_w = len(model.get_weights())
+        model.set_weights([data[f"w{i}"] for i in range(n_w)])
+        ov = _opt_variables(opt)
+        for i, v in enumerate(ov):
+            v.assign(data[f"o{i}"])
+    except (KeyError, ValueError, OSError) as e:
+        raise CmeError(f"{path}: unreadable or incompatible checkpoint ({e}); delete it to "
+                       f"start over") from None
+    return state
+
+
+# ------------------------------------------------------------------------------ metrics
+
+def confusion(labels, preds, k: int = emotions.NUM_CLASSES) -> np.ndarray:
+    m = np.zeros((k, k), np.int64)
+    np.add.at(m, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
+    return m
+
+
+def recall_per_class(cm: np.ndarray) -> dict:
+    out = {}
+    for i, name in enumerate(emotions.FERPLUS):
+        n = cm[i].sum()
+        out[name] = float(cm[i, i] / n) if n else None
+    return out
+
+
+def make_predict_fn(model):
+    """A test-mode forward pass traced once for any batch of uint8 images."""
+    import tensorflow as tf
+    return tf.function(lambda x: model(x, training=False),
+                       input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)])
+
+
+def predict_split(model, records_dir, split: str, batch_size: int = 256, predict_fn=None):
+    """(logits [N, 8], hard labels [N], votes [N, 8]) of a FER+ split, no augmentation.
+    ``predict_fn`` (from :func:`make_predict_fn`) avoids re-tracing across calls."""
+    from ..data.pipelines import faces_dataset
+    ds = faces_dataset(records_dir, split, batch_size=batch_size, training=False,
+                       augment=False)
+    fn = predict_fn or make_predict_fn(model)
+    logits, labels, votes = [], [], []
+    for x, y in ds:
+        logits.append(np.asarray(fn(x)))
+        labels.append(y["label"].numpy())
+        votes.append(y["votes"].numpy())
+    if not logits:
+        return (np.zeros((0, 8), np.float32), np.zeros((0,), np.int32),
+                np.zeros((0, 8), np.float32))
+    return np.concatenate(logits), np.concatenate(labels), np.concatenate(votes)
+
+
+# ------------------------------------------------------------------------------ training
+
+def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
+    imgs = images[:n].astype(np.float32) / 255.0
+    if imgs.shape[-1] == 1:
+        imgs = np.repeat(imgs, 3, axis=-1)
+    return imgs
+
+
+def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) -> dict:
+    """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
+    epochs in this call (tests use it to simulate an interruption). Returns metrics."""
+    import tensorflow as tf
+
+    from ..data import records as records_lib
+    from ..data.pipelines import faces_dataset
+    from ..models.io import save_model
+    from . import optim, strategy as strategy_lib
+
+    loss_name = cfg.resolved_loss()
+    schedule = cfg.schedule()
+    manifest = records_lib.read_manifest(cfg.records, expect_schema="ferplus")
+    for split in ("train", cfg.val_split):
+        if split not in manifest["splits"]:
+            raise CmeError(f"{cfg.records}: no {split!r} split")
+    run = Run.create(run_dir)
+    run.save_config(cfg)
+    ckpt_path = run.checkpoints / CHECKPOINT
+
+    strategy = strategy_lib.from_environment()
+    with strategy.scope():
+        model = build_teacher(cfg)
+        opt = optim.sgd(schedule[0], momentum=cfg.momentum)
+        opt.build(model.trainable_variables)
+    variables = model.trainable_variables
+    mults = {}
+    for v in variables:
+        mults[id(v)] = (cfg.classifier_lr_mult if v.path.startswith("classifier/")
+                        else cfg.backbone_lr_mult)
+    decayed = {id(v) for v in variables if v.path.endswith("/kernel")}
+    state = {"epoch": 0, "best_epoch": None, "best_val_accuracy": -1.0, "history": []}
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, model, opt)
+        log.info("resuming %s after epoch %d", run.path, state["epoch"])
+        print(f"resuming from {ckpt_path} (epoch {state['epoch']} done)")
+
+    n_train = int(manifest["splits"]["train"]["examples"])
+    steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
+    if n_train < cfg.batch_size:
+        raise CmeError(f"{cfg.records}: {n_train} training images, fewer than one batch of "
+                       f"{cfg.batch_size}")
+    global_batch = cfg.batch_size
+
+    def step_fn(images, y):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_ex = per_example_loss(loss_name, logits, y["label"], y["votes"])
+            loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
+        grads = tape.gradient(loss, variables)
+        grads = optim.matconvnet_gradients(
+            grads, variables, cfg.weight_decay, lr_multiplier=lambda v: mults[id(v)],
+            decay_filter=lambda v: id(v) in decayed)
+        opt.apply_gradients(zip(grads, variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                 y["label"]), tf.float32))
+        return loss, correct
+
+    @tf.function
+    def train_step(images, y):
+        loss, correct = strategy.run(step_fn, args=(images, y))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    predict_fn = make_predict_fn(model)
+    writer = tf.summary.create_file_writer(str(run.tensorboard))
+    epochs_run = 0
+    t_start = time.time()
+    while state["epoch"] < len(schedule):
+        if max_epochs is not None and epochs_run >= max_epochs:
+            break
+        epoch = state["epoch"]            # 0-based index of the epoch to run
+        lr = schedule[epoch]
+        opt.learning_rate.assign(lr)
+        ds = faces_dataset(cfg.records, "train", batch_size=cfg.batch_size, training=True,
+                           seed=cfg.seed * 1000 + epoch, augment=_augment_mode(cfg), repeat=True,
+                           shuffle_buffer=cfg.shuffle_buffer).take(steps)
+        dist = strategy.experimental_distribute_dataset(ds)
+        tot_loss, tot_correct, seen = 0.0, 0.0, 0
+        t0 = time.time()
+        bar = progress(total=steps, desc=f"epoch {epoch + 1}/{len(schedule)}", unit="batch")
+        for i, (images, y) in enumerate(dist):
+            if i == 0 and epoch == 0 and cfg.sample_images:
+                local = strategy.experimental_local_results(images)[0]
+                with writer.as_default():
+                    tf.summary.image("train/samples", _image_grid(local.numpy(),
+                                                                  cfg.sample_images),
+                                     step=0, max_outputs=cfg.sample_images)
+            loss, correct = train_step(images, y)
+            tot_loss += float(loss)
+            tot_correct += float(correct)
+            seen += global_batch
+            bar.update(1)
+            bar.set_postfix(loss=f"{tot_loss / (i + 1):.3f}")
+        bar.close()
+        if not np.isfinite(tot_loss):
+            raise CmeError(f"training diverged at epoch {epoch + 1} (loss {tot_loss}); "
+                           f"lower the learning rate")
+        train_time = time.time() - t0
+        logits, labels, votes = predict_split(model, cfg.records, cfg.val_split,
+                                              predict_fn=predict_fn)
+        preds = logits.argmax(-1)
+        val_acc = float((preds == labels).mean()) if len(labels) else 0.0
+        val_loss = float(np.mean(np.asarray(per_example_loss(loss_name, logits, labels,
+                                                             votes)))) if len(labels) else 0.0
+        recall = recall_per_class(confusion(labels, preds))
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(1, steps),
+               "train_accuracy": tot_correct / max(1, seen), "val_loss": val_loss,
+               "val_accuracy": val_acc, "train_seconds": round(train_time, 2),
+               "images_per_second": round(seen / max(train_time, 1e-9), 1)}
+        with writer.as_default():
+            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+                tf.summary.scalar(k.replace("_", "/", 1), row[k], step=epoch + 1)
+            for name, r in recall.items():
+                if r is not None:
+                    tf.summary.scalar(f"val_recall/{name}", r, step=epoch + 1)
+        writer.flush()
+        print(f"epoch {epoch + 1}/{len(schedule)} lr {lr:g}: train loss {row['train_loss']:.4f}"
+              f" acc {row['train_accuracy']:.4f}, val loss {val_loss:.4f} acc {val_acc:.4f}"
+              f" ({row['images_per_second']:.0f} img/s)", flush=True)
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        if val_acc > state["best_val_accuracy"]:
+            state["best_val_accuracy"] = val_acc
+            state["best_epoch"] = epoch + 1
+            state["best_recall"] = recall
+            model.cme_metadata = {**model.cme_metadata, "training": {
+                "epoch": epoch + 1, "val_accuracy": val_acc, "loss": loss_name,
+                "records": str(cfg.records), "init": cfg.init or None}}
+            save_model(model, run.model_path)
+        save_checkpoint(ckpt_path, model, opt, state)
+        epochs_run += 1
+    metrics = {"best_epoch": state["best_epoch"],
+               "best_val_accuracy": state["best_val_accuracy"],
+               "val_recall_best_epoch": state.get("best_recall"),
+               "epochs_done": state["epoch"], "epochs_total": len(schedule),
+               "loss": loss_name, "history": state["history"],
+               "train_seconds_this_call": round(time.time() - t_start, 1)}
+    run.update_metrics(training=metrics)
+    return metrics
+
+
+def _augment_mode(cfg) -> bool | str:
+    """faces_dataset's ``augment``: False, "flip" (flip only) or True (flip + affine)."""
+    if not cfg.augment:
+        return False
+    return True if cfg.affine else "flip"
