@@ -27,7 +27,9 @@ def matconvnet_gradients(grads: Sequence, variables: Sequence, weight_decay: flo
         if g is None:
             out.append(None)
             continue
-        if weight_decay and (decay_filter is None or decay_filter(v)):
+        decay = (weight_decay is not None if not isinstance(weight_decay, (int, float))
+                 else bool(weight_decay))    # a tensor (scaled decay) is always applied
+        if decay and (decay_filter is None or decay_filter(v)):
             g = g + ops.cast(weight_decay, g.dtype) * ops.cast(v, g.dtype)
         k = 1.0 if lr_multiplier is None else lr_multiplier(v)
         if k != 1.0:

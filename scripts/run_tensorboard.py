@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Run TensorBoard (``python -m tensorboard.main`` with the same arguments).
+
+TensorBoard 2.17 imports ``pkg_resources``, which setuptools >= 81 no longer ships;
+when it is missing, this launcher provides the two functions TensorBoard uses:
+``iter_entry_points`` (plugin discovery, from ``importlib.metadata``) and
+``parse_version`` (from ``packaging``).
+
+Example:
+  scripts/run_tensorboard.py --logdir runs/demo/student/tensorboard --host 127.0.0.1 --port 6006
+"""
+import importlib.metadata
+import os
+import sys
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:
+    import pkg_resources  # noqa: F401
+except ImportError:
+    shim = types.ModuleType("pkg_resources")
+
+    class _EntryPoint:
+        def __init__(self, ep):
+            self.name, self._ep = ep.name, ep
+
+        def resolve(self):
+            return self._ep.load()
+
+        load = resolve
+
+    def iter_entry_points(group, name=None):
+        return iter([_EntryPoint(e) for e in importlib.metadata.entry_points(group=group)
+                     if name is None or e.name == name])
+
+    shim.iter_entry_points = iter_entry_points
+    try:
+        from packaging.version import parse as _parse_version
+        shim.parse_version = _parse_version
+    except ImportError:  # pragma: no cover
+        pass
+    sys.modules["pkg_resources"] = shim
+
+if __name__ == "__main__":
+    from tensorboard.main import run_main
+    sys.argv[0] = "tensorboard"
+    run_main()

@@ -1,0 +1,72 @@
+"""The Distiller under tf.distribute: 2 CPU replicas == 1 device; 2 workers agree."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv/bin/python").exists() \
+    else sys.executable
+
+
+def _env(**kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CME_QUIET="1")
+    env.pop("TF_CONFIG", None)
+    env.update(kw)
+    return env
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_two_replicas_same_update_as_one_device(tmp_path):
+    p = subprocess.run([PY, "tests/_student_worker.py", "replicas", str(tmp_path)], cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["replicas"] == 2
+    assert r["max_moved"] > 1e-2                  # the weights did move (2 steps, momentum)
+    assert r["max_abs_diff"] < 5e-5, r            # synchronised BN + global-batch loss
+    assert abs(r["loss1"] - r["loss2"]) < 1e-5 and r["err1"] == r["err2"]
+
+
+def test_two_workers_end_with_identical_weights(tmp_path):
+    ports = [_free_port(), _free_port()]
+    run = tmp_path / "run"
+    procs = []
+    for i in range(2):
+        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                     "task": {"type": "worker", "index": i}}
+        procs.append(subprocess.Popen(
+            [PY, "tests/_student_worker.py", "train", str(tmp_path / f"w{i}.npz"), str(run)],
+            cwd=ROOT, env=_env(TF_CONFIG=json.dumps(tf_config), TF_CME_TINY_RUN="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert sorted(a.files) == sorted(b.files) and len(a.files) == 44
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # the chief wrote the run folder; the other worker left no scratch behind
+    assert (run / "model.keras").exists()
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["mini_epoch"] == 2
+    assert not (run / ".scratch").exists()
+    init = np.load(tmp_path / "w0.npz")  # trained: the BN statistics moved off their init
+    assert any(np.any(init[k] != 0) for k in init.files if "moving_mean" in k)

@@ -1,0 +1,341 @@
+"""Distilling the student: the original schedule (SPEC §6), resumable, on one device or many.
+
+:func:`train` runs ``cfg.mini_epochs`` mini-epochs. Mini-epoch ``e`` (1-based):
+
+- trains on ``ceil(epoch_fraction * N_train / batch_size)`` batches of
+  :func:`tf_cme.data.pipelines.distill_dataset` seeded by ``seed * 100003 + e`` (a fresh
+  shuffled pass with fresh random crops: the original's first 5 % of ``randperm`` under
+  ``rng(epoch)``);
+- at learning rate ``logspace(log10(lr_start), log10(lr_end), mini_epochs)[e - 1]``;
+- then, for monitoring only, evaluates a fixed ``val_fraction`` of the ``val_split``
+  (unheard) split (random crops, test-mode BN);
+- then writes a checkpoint (``checkpoints/ckpt-<e>``, then ``checkpoints/state.json``,
+  atomically) and TensorBoard summaries (``tensorboard/``: every metric under
+  ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops).
+
+An interrupted run restarts at the mini-epoch after the last checkpoint, with the
+weights, BN statistics and momentum of that checkpoint; since every mini-epoch's data
+and the dither are seeded, a resumed run ends where an uninterrupted one does.
+The reported model is the last one (``model.keras``), as the original used its last
+checkpoints; validation never selects a checkpoint.
+
+Distribution: :func:`tf_cme.training.strategy.from_environment` (MirroredStrategy on
+several GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several workers).
+With more than one replica the student uses synchronised BN and ``batch_size`` is the
+global batch. Non-chief workers write their checkpoints to a scratch folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import emotions
+from ..runs import Run
+from ..utils import CmeError, progress, write_json
+
+STATE = "state.json"
+
+
+@dataclasses.dataclass
+class StudentTrainConfig:
+    records: str = "records/emovox-labelled"   # labelled emovox record set (scripts/label_faces.py)
+    train_split: str = "train"
+    val_split: str = "unheard"
+    val_fraction: float = 0.2           # fixed share of val_split evaluated each mini-epoch; 0: none
+    width: float = 1.0                  # channel multiplier of the student
+    crop_samples: int = 64384           # 4.024 s -> 400 frames
+    batch_size: int = 64                # the global batch
+    mini_epochs: int = 300
+    epoch_fraction: float = 0.05        # share of the training tracks per mini-epoch
+    lr_start: float = 1e-4
+    lr_end: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    loss: str = "hot-cross-ent"         # hot-cross-ent | euclidean | softmaxlog
+    temperature: float = 2.0
+    agg: str = "max"                    # max | mean aggregation of the teacher logits
+    dither: bool = True
+    seed: int = 0
+    mixed_precision: bool = False       # mixed_float16 (GPU)
+    jit_compile: bool = False           # XLA-compile the training step
+    teacher: Optional[str] = None       # online teacher (not built: use labelled records)
+    check_records: bool = True          # scan the records for bad clips before training
+    images: int = 3                     # spectrogram images logged per mini-epoch
+
+
+def learning_rates(cfg: StudentTrainConfig) -> np.ndarray:
+    """``logspace(log10(lr_start), log10(lr_end), mini_epochs)`` (1e-4 .. 1e-5 by default)."""
+    if cfg.mini_epochs == 1:
+        return np.array([cfg.lr_start])
+    return np.logspace(math.log10(cfg.lr_start), math.log10(cfg.lr_end), cfg.mini_epochs)
+
+
+def _validate(cfg: StudentTrainConfig) -> None:
+    from . import losses
+    from ..audio.frontend import FRAME, MIN_BUCKET_FRAMES, samples_for_frames
+    if cfg.teacher:
+        raise CmeError("teacher: an online teacher is not built in this version; label the "
+                       "records first (scripts/label_faces.py)")
+    if cfg.loss not in losses.LOSSES:
+        raise CmeError(f"loss: {cfg.loss!r} is not one of {', '.join(losses.LOSSES)}")
+    if cfg.crop_samples < samples_for_frames(MIN_BUCKET_FRAMES):
+        raise CmeError(f"crop_samples: {cfg.crop_samples} samples give fewer than "
+                       f"{MIN_BUCKET_FRAMES} frames; at least "
+                       f"{samples_for_frames(MIN_BUCKET_FRAMES)} are needed "
+                       f"(one frame is {FRAME} samples)")
+    for key in ("batch_size", "mini_epochs"):
+        if getattr(cfg, key) < 1:
+            raise CmeError(f"{key} must be at least 1")
+    if not 0 < cfg.epoch_fraction <= 1:
+        raise CmeError("epoch_fraction must be in (0, 1]")
+    if not 0 <= cfg.val_fraction <= 1:
+        raise CmeError("val_fraction must be in [0, 1]")
+    if cfg.agg not in ("max", "mean"):
+        raise CmeError(f"agg: {cfg.agg!r} is not max or mean")
+
+
+def check_records(dir, splits, *, min_samples: int = 400) -> dict:
+    """Scan labelled emovox records before training: every clip must have at least one
+    frame of audio and finite teacher logits of width 8. CmeError naming the record."""
+    import tensorflow as tf
+    from ..data import records as records_lib
+    m = records_lib.read_manifest(dir, expect_schema="emovox")
+    if not m.get("labelled"):
+        raise CmeError(f"{dir}: records without teacher logits (not labelled) and no online "
+                       f"teacher given: run scripts/label_faces.py first")
+    teacher = m.get("teacher") or {}
+    width = teacher.get("num_classes") or (len(teacher["classes"]) if "classes" in teacher
+                                          else None)
+    if width is not None and int(width) != emotions.NUM_CLASSES:
+        raise CmeError(f"{dir}: teacher logits have width {width}, expected "
+                       f"{emotions.NUM_CLASSES} (FER+ order)")
+    counts = {}
+    for split in splits:
+        files, _ = records_lib.shard_files(dir, split, m)
+        n = 0
+        bar = progress(total=m["splits"][split].get("examples"), desc=f"checking {split} records",
+                       unit="clip")
+        for path in files:
+            for raw in records_lib.iter_records(path, check_crc=False):
+                feats = tf.train.Example.FromString(raw).features.feature
+                key = feats["key"].bytes_list.value[0].decode()
+                num_samples = int(feats["num_samples"].int64_list.value[0])
+                logits = np.asarray(feats["logits"].float_list.value, np.float32)
+                if num_samples < min_samples:
+                    raise CmeError(f"{dir}: record {key} ({split}): {num_samples} audio "
+                                   f"samples, shorter than one {min_samples}-sample frame")
+                if logits.size == 0:
+                    raise CmeError(f"{dir}: record {key} ({split}) has no teacher logits (and "
+                                   f"no online teacher is given)")
+                if logits.size % emotions.NUM_CLASSES:
+                    raise CmeError(f"{dir}: record {key} ({split}): {logits.size} logit values, "
+                                   f"not a multiple of {emotions.NUM_CLASSES} (logits width != 8)")
+                if not np.all(np.isfinite(logits)):
+                    raise CmeError(f"{dir}: record {key} ({split}) has NaN or Inf teacher logits")
+                n += 1
+                bar.update(1)
+        bar.close()
+        counts[split] = n
+    return counts
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type in ("chief", None) or (
+        resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _worker_dir(run: Run, strategy) -> Path:
+    if _is_chief(strategy):
+        return run.checkpoints
+    r = strategy.cluster_resolver
+    return run.path / ".scratch" / f"{r.task_type}-{r.task_id}" / "checkpoints"
+
+
+def _read_state(ckdir: Path) -> dict:
+    path = ckdir / STATE
+    if not path.exists():
+        return {"mini_epoch": 0}
+    with open(path) as f:
+        return json.load(f)
+
+
+class _Summaries:
+    def __init__(self, logdir: Path, enabled: bool):
+        import tensorflow as tf
+        self.writer = tf.summary.create_file_writer(str(logdir)) if enabled else None
+
+    def scalars(self, prefix: str, logs: dict, step: int):
+        if self.writer is None:
+            return
+        import tensorflow as tf
+        with self.writer.as_default():
+            for k, v in logs.items():
+                tf.summary.scalar(f"{prefix}{k}", float(v), step=step)
+        self.writer.flush()
+
+    def images(self, name: str, spec: np.ndarray, step: int):
+        if self.writer is None or spec is None:
+            return
+        import tensorflow as tf
+        img = spec[:, :, :, :1]                              # [k, 512, T, 1]
+        lo, hi = img.min(axis=(1, 2, 3), keepdims=True), img.max(axis=(1, 2, 3), keepdims=True)
+        img = (img - lo) / np.maximum(hi - lo, 1e-6)
+        img = img[:, ::-1]                                   # low frequencies at the bottom
+        with self.writer.as_default():
+            tf.summary.image(name, img, step=step, max_outputs=img.shape[0])
+        self.writer.flush()
+
+
+def default_dataset_fn(cfg: StudentTrainConfig) -> Callable:
+    """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records."""
+    from ..data import pipelines
+
+    def fn(split, seed, training):
+        return pipelines.distill_dataset(cfg.records, split, batch_size=cfg.batch_size,
+                                         crop_samples=cfg.crop_samples, seed=seed,
+                                         agg=cfg.agg, training=training, repeat=training)
+    return fn
+
+
+def split_sizes(cfg: StudentTrainConfig) -> dict:
+    from ..data import records as records_lib
+    m = records_lib.read_manifest(cfg.records, expect_schema="emovox")
+    return {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+
+
+def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
+          sizes: dict | None = None, strategy=None, save_model: bool = True,
+          return_student: bool = False):
+    """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
+
+    ``dataset_fn(split, seed, training)`` and ``sizes`` ({split: examples}) replace the
+    record pipeline (tests). Returns the final metrics (also in ``metrics.json``).
+    """
+    _validate(cfg)
+    if strategy is None:
+        from .strategy import from_environment
+        strategy = from_environment()
+    import keras
+    import tensorflow as tf
+    from .. import config as config_lib
+    from ..models import build_model
+    from ..models.io import save_model as save_keras
+    from ..models.student import with_frontend
+    from . import losses as losses_lib
+    from .distiller import Distiller
+    from .optim import sgd
+
+    run = Run.create(run_dir)
+    chief = _is_chief(strategy)
+    if chief:
+        old = run.path / "config.json"
+        if old.exists():
+            prev = json.loads(old.read_text())
+            cur = config_lib.to_dict(cfg)
+            changed = [k for k in ("width", "loss", "crop_samples", "batch_size", "seed")
+                       if k in prev and prev[k] != cur[k]]
+            if changed and _read_state(run.checkpoints)["mini_epoch"] > 0:
+                raise CmeError(f"{run.path}: resuming with a different {changed[0]} "
+                               f"({prev[changed[0]]} -> {cur[changed[0]]}); use a new run folder")
+        run.save_config(cfg)
+    if dataset_fn is None:
+        if sizes is None:
+            sizes = split_sizes(cfg)
+        if cfg.check_records and chief:
+            need = [cfg.train_split] + ([cfg.val_split] if cfg.val_fraction > 0 else [])
+            check_records(cfg.records, need)
+        dataset_fn = default_dataset_fn(cfg)
+    n_train = int(sizes.get(cfg.train_split, 0))
+    if n_train < 1:
+        raise CmeError(f"{cfg.records}: no training clips in split {cfg.train_split!r}")
+    steps = max(1, math.ceil(cfg.epoch_fraction * n_train / cfg.batch_size))
+    n_val = int(sizes.get(cfg.val_split, 0)) if cfg.val_fraction > 0 else 0
+    val_steps = math.ceil(cfg.val_fraction * n_val / cfg.batch_size) if n_val else 0
+    lrs = learning_rates(cfg)
+
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    replicas = strategy.num_replicas_in_sync
+    with strategy.scope():
+        keras.utils.set_random_seed(cfg.seed)
+        student = build_model("emovoxceleb-student", width=cfg.width, dither=cfg.dither,
+                              crop="none", synchronized=replicas > 1)
+        losses_lib.configure_student_for_loss(student, cfg.loss)
+        distiller = Distiller(student, loss=cfg.loss, temperature=cfg.temperature,
+                              weight_decay=cfg.weight_decay)
+        optimizer = sgd(float(lrs[0]), momentum=cfg.momentum)
+        distiller.compile(optimizer=optimizer, jit_compile=cfg.jit_compile)
+        ckpt = tf.train.Checkpoint(student=student, optimizer=distiller.optimizer)
+    ckdir = _worker_dir(run, strategy)
+    ckdir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(run.checkpoints)
+    start = int(state["mini_epoch"])
+    if start > 0:
+        ckpt.read(str(run.checkpoints / state["prefix"])).assert_existing_objects_matched()
+    if start >= cfg.mini_epochs and run.model_path.exists():
+        return (run.metrics(), student) if return_student else run.metrics()
+
+    summaries = _Summaries(run.tensorboard, enabled=chief)
+    val_ds = None
+    if val_steps:
+        val_ds = dataset_fn(cfg.val_split, 10_000_019 + cfg.seed, False).take(val_steps)
+    history: dict = {}
+    bar = progress(range(start + 1, cfg.mini_epochs + 1), total=cfg.mini_epochs,
+                   desc="distilling", unit="mini-epoch")
+    if hasattr(bar, "update") and start:
+        bar.update(start)
+    t0 = time.time()
+    for e in bar:
+        lr = float(lrs[e - 1])
+        distiller.optimizer.learning_rate.assign(lr)
+        ds = dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True).take(steps)
+        hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
+                             validation_data=val_ds, shuffle=False)
+        logs = {k: float(v[-1]) for k, v in hist.history.items()}
+        train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        summaries.scalars("train/", train_logs, e)
+        summaries.scalars("val/", val_logs, e)
+        summaries.scalars("", {"learning_rate": lr}, e)
+        if cfg.images and chief and (e == start + 1 or e % 10 == 0 or e == cfg.mini_epochs):
+            x, _ = next(iter(dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True)))
+            spec = student.get_layer("spectrogram")(x[: cfg.images], training=False)
+            summaries.images("spectrogram", np.asarray(spec), e)
+        # checkpoint: files first, then the state (atomic), then prune
+        prefix = f"ckpt-{e}"
+        ckpt.write(str(ckdir / prefix))
+        if chief:
+            write_json(ckdir / STATE, {"mini_epoch": e, "prefix": prefix, "learning_rate": lr,
+                                       "train": train_logs, "val": val_logs})
+            for old in ckdir.glob("ckpt-*"):
+                n = old.name.split(".")[0].split("-")[1]
+                if n.isdigit() and int(n) < e - 1:
+                    old.unlink()
+        history = {"mini_epoch": e, "train": train_logs, "val": val_logs}
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{train_logs.get('loss', float('nan')):.4f}",
+                            err=f"{train_logs.get('top1_error', float('nan')):.3f}")
+    elapsed = time.time() - t0
+    metrics = {}
+    if chief:
+        if save_model:
+            final = with_frontend(student, synchronized=False)
+            save_keras(final, run.model_path)
+        metrics = run.update_metrics(
+            student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,
+                         val_steps=val_steps, replicas=replicas,
+                         train_seconds_this_session=round(elapsed, 1)))
+    else:
+        shutil.rmtree(run.path / ".scratch", ignore_errors=True)
+    return (metrics, student) if return_student else metrics
