@@ -1,0 +1,351 @@
+"""Emotion scores for audio and video files (``scripts/predict.py``).
+
+For each input file: the audio (wav, flac, ogg, mp3 at any rate, mono or stereo, or
+the audio track of an mp4 / avi / mov) is read with :func:`tf_cme.audio.io.load_audio`
+(16 kHz mono float32) and scored by the speech student, either an exported SavedModel
+(its ``serving_default`` signature) or a Keras ``.keras`` student (run with the
+serving front end: ``crop="bucket"``, dither off, as the export does).
+
+- A file no longer than ``window`` seconds is scored whole (as the original evaluation
+  does: spectrogram statistics over the whole clip, centred 100-frame bucket). A clip
+  shorter than the student's minimum (1.015 s) is zero-padded to it, as training pads
+  short clips; the result's ``message`` says so.
+- A longer file gets a ``timeline``: windows of ``window`` seconds every ``hop``
+  seconds (the last one aligned with the end of the file), each scored on its own; the
+  file's ``probabilities`` are the mean over its non-silent windows.
+- A file (or window) whose level stays under ``silence_dbfs`` (its peak,
+  :func:`tf_cme.audio.io.audio_dbfs`, is lower) is ``status: "silent"``, with no
+  emotion: silence is not an error.
+- A file that cannot be scored (unreadable, no audio track, zero length, NaN samples)
+  is ``status: "error"`` with a ``message``; the other files are still processed.
+
+With ``faces=True`` and a teacher (exported or ``.keras``), video files also get a
+``faces`` entry: every 6th frame at 25 fps (as VoxCeleb's face tracks), the largest
+face found by :func:`tf_cme.vision.faces.detect_faces`, cropped with the VoxCeleb 1.6x
+convention and centre-cropped back to the face (SPEC 4.4), scored by the teacher; per
+frame a timeline entry, and the mean probabilities over the frames with a face.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import emotions
+from .utils import CmeError
+
+DEFAULT_MODEL = "runs/demo/export/emovoxceleb-student"
+SAMPLE_RATE = 16000
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    model: str = DEFAULT_MODEL        # SavedModel (version or model folder), .keras, run folder
+    window: float = 4.024             # seconds (400 spectrogram frames, the training crop)
+    hop: float = 2.0                  # seconds between window starts
+    silence_dbfs: float = -60.0       # under this level: status "silent"
+    batch_size: int = 16              # windows / face frames per model call
+    faces: bool = False               # also score the faces of video files
+    teacher: str | None = None        # teacher for --faces: SavedModel, .keras or run folder
+    face_method: Literal["haar", "mtcnn"] = "haar"
+    face_fps: float = 25.0            # video frames: resampled to this rate ...
+    face_stride: int = 6              # ... and every 6th taken (VoxCeleb frames)
+    enlarge: float = 1.6              # VoxCeleb face-box enlargement
+
+
+# --------------------------------------------------------------------------- predictors
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _resolve_model_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir() and (p / "model.keras").exists() and not (p / "saved_model.pb").exists():
+        return p / "model.keras"                     # a run folder
+    return p
+
+
+class Predictor:
+    """A student or teacher, exported or Keras, as ``batch -> {"logits", "probabilities"}``."""
+
+    def __init__(self, fn, kind: str, name: str, source: str, min_samples: int = 0,
+                 input_size: int | None = None):
+        self._fn, self.kind, self.name, self.source = fn, kind, name, source
+        self.min_samples, self.input_size = min_samples, input_size
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        logits = np.asarray(self._fn(batch), np.float32)
+        return {"logits": logits, "probabilities": _softmax(logits)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect: str) -> "Predictor":
+        """Load ``path`` (SavedModel version or model folder, ``.keras`` file or run
+        folder); ``expect`` is "student" or "teacher"."""
+        import tensorflow as tf
+        from .serving import export as ex
+        p = _resolve_model_path(path)
+        if not p.exists():
+            hint = (" (run `make demo` or scripts/export_model.py, or pass --model)"
+                    if str(path) == DEFAULT_MODEL else "")
+            raise CmeError(f"{path}: no such model{hint}")
+        if p.is_file():
+            from .models import io as model_io
+            model = model_io.load_model(p)
+            md = model.cme_metadata
+            kind, name = md.get("kind"), md.get("name", p.stem)
+            if kind != expect:
+                raise CmeError(f"{p}: a {kind} model, but a {expect} is needed here")
+            if kind == "student":
+                from .models.student import with_frontend
+                model = with_frontend(model, crop=ex.SERVING_CROP, dither=False)
+                spec = tf.TensorSpec([None, None], tf.float32)
+                size = None
+            else:
+                spec = tf.TensorSpec([None, None, None, None], tf.uint8)
+                size = ex._teacher_input_size(model, md)
+            fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            return cls(lambda b: fn(tf.constant(b)).numpy(), kind, name, str(p),
+                       ex.MIN_SAMPLES if kind == "student" else 0, size)
+        version_dir = ex.resolve_saved_model(p)
+        md = ex.read_export_metadata(version_dir)
+        kind = md.get("kind")
+        if kind is not None and kind != expect:
+            raise CmeError(f"{version_dir}: an exported {kind}, but a {expect} is needed here")
+        loaded = tf.saved_model.load(str(version_dir))
+        sig = loaded.signatures["serving_default"]
+        key = next(iter(sig.structured_input_signature[1]))
+        dtype = sig.structured_input_signature[1][key].dtype
+
+        def fn(b):
+            return sig(**{key: tf.constant(b, dtype=dtype)})["logits"].numpy()
+        return cls(fn, expect, md.get("name", version_dir.parent.name), str(version_dir),
+                   int(md.get("min_samples", ex.MIN_SAMPLES)) if expect == "student" else 0,
+                   (md.get("model_metadata") or {}).get("input_size"))
+
+
+# --------------------------------------------------------------------------- scoring
+
+def _scores(probs: np.ndarray) -> dict:
+    probs = np.asarray(probs, np.float64)
+    return {"label": emotions.FERPLUS[int(np.argmax(probs))],
+            "probabilities": {n: round(float(v), 6) for n, v in zip(emotions.FERPLUS, probs)}}
+
+
+def _batched(predictor: Predictor, items: list[np.ndarray], batch_size: int) -> np.ndarray:
+    out = []
+    for i in range(0, len(items), batch_size):
+        out.append(predictor(np.stack(items[i:i + batch_size]))["probabilities"])
+    return np.concatenate(out) if out else np.zeros((0, emotions.NUM_CLASSES), np.float32)
+
+
+def window_starts(n: int, window: int, hop: int) -> list[int]:
+    """Window starts covering ``n`` samples: every ``hop``, the last one ending at ``n``."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    return starts
+
+
+def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict:
+    """Score one 16 kHz mono waveform: status, label, probabilities, timeline."""
+    from .audio.io import audio_dbfs
+    x = np.asarray(x, np.float32).reshape(-1)
+    if x.size == 0:
+        raise CmeError("zero-length audio: no samples")
+    if not np.isfinite(x).all():
+        raise CmeError(f"audio has {int((~np.isfinite(x)).sum())} non-finite samples (NaN/Inf)")
+    result: dict[str, Any] = {"duration_s": round(x.size / SAMPLE_RATE, 3)}
+    lvl = audio_dbfs(x)
+    level = float(lvl.peak_dbfs)
+    result["peak_dbfs"] = round(level, 2)
+    result["rms_dbfs"] = round(float(lvl.rms_dbfs), 2)
+    win = max(int(round(cfg.window * SAMPLE_RATE)), predictor.min_samples, 1)
+    hop = max(int(round(cfg.hop * SAMPLE_RATE)), 1)
+    if level < cfg.silence_dbfs:
+        result.update(status="silent", label=None, probabilities=None,
+                      message=f"peak level {_fmt_db(level)} dBFS stays under "
+                              f"{cfg.silence_dbfs:g} dBFS")
+        return result
+    messages = []
+    if x.size <= win:
+        clip = x
+        if clip.size < predictor.min_samples:
+            messages.append(f"clip of {clip.size / SAMPLE_RATE:.3f} s zero-padded to the "
+                            f"student's minimum {predictor.min_samples / SAMPLE_RATE:.3f} s")
+            clip = np.pad(clip, (0, predictor.min_samples - clip.size))
+        probs = predictor(clip[None])["probabilities"][0]
+        result.update(status="ok", message="; ".join(messages), **_scores(probs))
+        return result
+    starts = window_starts(x.size, win, hop)
+    segments, timeline, live = [], [], []
+    for s in starts:
+        seg = x[s:s + win]
+        entry = {"start_s": round(s / SAMPLE_RATE, 3), "end_s": round((s + win) / SAMPLE_RATE, 3)}
+        seg_level = float(audio_dbfs(seg).peak_dbfs)
+        if seg_level < cfg.silence_dbfs:
+            entry.update(status="silent", label=None, probabilities=None)
+        else:
+            entry["status"] = "ok"
+            live.append(len(timeline))
+            segments.append(seg)
+        timeline.append(entry)
+    if not live:
+        result.update(status="silent", label=None, probabilities=None, timeline=timeline,
+                      message=f"every window is under {cfg.silence_dbfs:g} dBFS")
+        return result
+    probs = _batched(predictor, segments, cfg.batch_size)
+    for i, p in zip(live, probs):
+        timeline[i].update(_scores(p))
+    messages.append(f"{len(starts)} windows of {win / SAMPLE_RATE:g} s every "
+                    f"{hop / SAMPLE_RATE:g} s; probabilities are the mean of the "
+                    f"{len(live)} non-silent windows")
+    result.update(status="ok", message="; ".join(messages), timeline=timeline,
+                  **_scores(probs.mean(axis=0)))
+    return result
+
+
+def _fmt_db(v: float) -> str:
+    return "-inf" if not math.isfinite(v) else f"{v:.1f}"
+
+
+def score_faces(path: Path, teacher: Predictor, cfg: PredictConfig) -> dict:
+    """Teacher scores for the largest face of every sampled frame of a video."""
+    from .vision import faces as faces_lib
+    from .vision import video as video_lib
+    clip = video_lib.read_video(path, fps=cfg.face_fps, stride=cfg.face_stride, audio=False)
+    size = int(teacher.input_size or 224)
+    crops, timeline, n_frames = [], [], 0
+    for frame_index, time_s, rgb in clip.frames:
+        n_frames += 1
+        boxes = faces_lib.detect_faces(rgb, method=cfg.face_method)
+        if not boxes:
+            continue
+        box = boxes[0]                          # the largest face
+        crop = faces_lib.crop_face(rgb, box, enlarge=cfg.enlarge,
+                                   size=int(round(size * cfg.enlarge)))
+        crop = faces_lib.center_crop_fraction(crop, 1.0 / cfg.enlarge)
+        crops.append(_resize_uint8(crop, size))
+        timeline.append({"frame": int(frame_index), "time_s": round(float(time_s), 3)})
+    result: dict[str, Any] = {"frames": n_frames, "faces": len(crops)}
+    if not crops:
+        result.update(status="no_faces", label=None, probabilities=None, timeline=[],
+                      message=f"no face found in {n_frames} sampled frames")
+        return result
+    probs = _batched(teacher, crops, cfg.batch_size)
+    for entry, p in zip(timeline, probs):
+        entry.update(_scores(p))
+    result.update(status="ok", message=f"mean over {len(crops)} frames with a face",
+                  timeline=timeline, **_scores(probs.mean(axis=0)))
+    return result
+
+
+def _resize_uint8(img: np.ndarray, size: int) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    if img.shape[0] == size and img.shape[1] == size:
+        return img.astype(np.uint8)
+    from PIL import Image
+    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size),
+                                                                   Image.BILINEAR))
+
+
+# --------------------------------------------------------------------------- files
+
+def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConfig,
+                 teacher: Predictor | None = None) -> dict:
+    """One file's result dict; never raises for bad input (``status: error``)."""
+    from .audio.io import load_audio
+    path = Path(path)
+    result: dict[str, Any] = {"file": str(path), "status": "error", "message": "",
+                              "label": None, "probabilities": None}
+    try:
+        if not path.exists():
+            raise CmeError(f"{path}: no such file")
+        x, rate = load_audio(path, target_rate=SAMPLE_RATE, mono=True)
+        if rate != SAMPLE_RATE:
+            raise CmeError(f"{path}: audio came back at {rate} Hz, not {SAMPLE_RATE}")
+        result.update(score_audio(x, predictor, cfg))
+    except CmeError as e:
+        msg = str(e)
+        result["message"] = msg if str(path) in msg else f"{path}: {msg}"
+    except Exception as e:     # noqa: BLE001 - one bad file must not stop the others
+        result["message"] = f"{path}: {type(e).__name__}: {_first_line(e)}"
+    if cfg.faces and teacher is not None:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            result["faces"] = {"status": "skipped", "message": "not a video file"}
+        else:
+            try:
+                result["faces"] = score_faces(path, teacher, cfg)
+            except CmeError as e:
+                result["faces"] = {"status": "error", "message": str(e)}
+            except Exception as e:  # noqa: BLE001
+                result["faces"] = {"status": "error",
+                                   "message": f"{path}: {type(e).__name__}: {_first_line(e)}"}
+            if result["faces"].get("status") == "error" and result["status"] != "error":
+                result["status"] = "error"
+                result["message"] = "; ".join(
+                    m for m in (result["message"], "faces: " + result["faces"]["message"]) if m)
+    return result
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else ""
+
+
+def predict_files(files, cfg: PredictConfig) -> list[dict]:
+    """Results for every file, in order (loads the model(s) once)."""
+    from .utils import progress
+    predictor = Predictor.load(cfg.model, "student")
+    teacher = None
+    if cfg.faces:
+        if not cfg.teacher:
+            raise CmeError("--faces needs a teacher (--teacher: exported SavedModel, "
+                           ".keras or run folder)")
+        teacher = Predictor.load(cfg.teacher, "teacher")
+    return [predict_file(f, predictor, cfg, teacher)
+            for f in progress(list(files), desc="predict", unit="file")]
+
+
+# --------------------------------------------------------------------------- output
+
+CSV_FIELDS = ["file", "segment", "start_s", "end_s", "status", "message", "label",
+              *emotions.FERPLUS]
+
+
+def to_csv(results: list[dict]) -> str:
+    """One row per file (``segment`` = file), per timeline window (``window``) and per
+    face frame (``face``); the 8 probability columns are in FER+ order."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+
+    def row(file, segment, entry, start=None, end=None, message=""):
+        r = {"file": file, "segment": segment, "start_s": "" if start is None else start,
+             "end_s": "" if end is None else end, "status": entry.get("status", "ok"),
+             "message": message, "label": entry.get("label") or ""}
+        probs = entry.get("probabilities") or {}
+        r.update({n: probs.get(n, "") for n in emotions.FERPLUS})
+        w.writerow(r)
+
+    for res in results:
+        row(res["file"], "file", res, message=res.get("message", ""))
+        for t in res.get("timeline") or []:
+            row(res["file"], "window", t, t["start_s"], t["end_s"])
+        faces = res.get("faces") or {}
+        for t in faces.get("timeline") or []:
+            row(res["file"], "face", t, t["time_s"], t["time_s"])
+    return buf.getvalue()

@@ -1,0 +1,419 @@
+"""A loopback TEST DOUBLE of TF Serving's Predict APIs (REST and gRPC). NOT TF Serving.
+
+:class:`ServingTestDouble` exists so that the clients in :mod:`tf_cme.serving.client`
+can be tested without the ``tensorflow_model_server`` binary. It imitates only the
+parts of TF Serving's public API that the clients use:
+
+- REST: ``POST /v1/models/<name>[/versions/<N>]:predict`` with a JSON body in the row
+  (``instances``) or columnar (``inputs``) format, ``signature_name`` optional;
+  ``{"b64": ...}`` for string inputs; answers ``{"predictions": [...]}`` /
+  ``{"outputs": {...}}``, or HTTP 400 / 404 with ``{"error": "..."}``;
+  ``GET /v1/models/<name>[/versions/<N>]`` (version status).
+- gRPC: ``tensorflow.serving.PredictionService/Predict`` (``PredictRequest`` ->
+  ``PredictResponse``; errors as ``INVALID_ARGUMENT`` / ``NOT_FOUND``).
+
+Each request runs the named signature of the SavedModel (``tf.saved_model.load``) in
+this process. Batching, model config files, version policies, metadata and
+classification APIs, and performance are not imitated: the integration test with a
+real ``tensorflow_model_server`` covers those where the binary exists. Binds to
+127.0.0.1 on free ports only.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+from .export import versions
+
+_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict)?/?$")
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, status: int = 400, code: str = "INVALID_ARGUMENT"):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class ServingTestDouble:
+    """Test double (NOT TF Serving) serving ``{name: base_path}`` SavedModels on loopback.
+
+    ``base_path`` holds integer version folders, as TF Serving expects. Use as a context
+    manager; ``rest_url`` (``http://127.0.0.1:PORT``) and ``grpc_target``
+    (``127.0.0.1:PORT``) are set once started.
+    """
+
+    def __init__(self, models: dict[str, str | Path], host: str = "127.0.0.1",
+                 rest_port: int = 0, grpc_port: int = 0):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the test double only binds to loopback")
+        self.models = {n: Path(p) for n, p in models.items()}
+        self.host = host
+        self.rest_port, self.grpc_port = int(rest_port), int(grpc_port)   # 0: a free port
+        self._loaded: dict[tuple[str, int], object] = {}
+        self._lock = threading.Lock()
+        self._http = None
+        self._grpc = None
+        self.rest_url = self.grpc_target = None
+
+    # ------------------------------------------------------------------ models
+    def _model(self, name: str, version: int | None):
+        import tensorflow as tf
+        if name not in self.models:
+            raise RequestError(f"Servable not found for request: Latest({name})", 404,
+                               "NOT_FOUND")
+        vs = versions(self.models[name])
+        if not vs:
+            raise RequestError(f"no versions of {name}", 404, "NOT_FOUND")
+        v = vs[-1] if version is None else int(version)
+        if v not in vs:
+            raise RequestError(f"Servable not found for request: Specific({name}, {v})", 404,
+                               "NOT_FOUND")
+        with self._lock:
+            if (name, v) not in self._loaded:
+                self._loaded[(name, v)] = tf.saved_model.load(str(self.models[name] / str(v)))
+            return self._loaded[(name, v)], v
+
+    def run(self, name: str, version: int | None, signature: str | None,
+            inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """Run ``signature`` of the model on numpy inputs; RequestError on bad requests."""
+        import tensorflow as tf
+        loaded, v = self._model(name, version)
+        signature = signature or "serving_default"
+        if signature not in loaded.signatures:
+            raise RequestError(f"Serving signature name: \"{signature}\" not found in "
+                               f"signature def", 400)
+        fn = loaded.signatures[signature]
+        specs = fn.structured_input_signature[1]
+        missing = sorted(set(specs) - set(inputs))
+        extra = sorted(set(inputs) - set(specs))
+        if missing or extra:
+            raise RequestError(f"input keys: missing {missing}, unknown {extra}; the "
+                               f"signature takes {sorted(specs)}")
+        tensors = {}
+        for k, spec in specs.items():
+            try:
+                if spec.dtype == tf.string:
+                    arr = np.asarray(inputs[k], dtype=object)
+                else:
+                    arr = np.asarray(inputs[k], dtype=spec.dtype.as_numpy_dtype)
+            except (ValueError, TypeError) as e:
+                raise RequestError(f"input {k!r}: cannot convert to {spec.dtype.name} ({e})")
+            if not spec.shape.is_compatible_with(arr.shape):
+                raise RequestError(f"input {k!r}: shape {list(arr.shape)} does not match "
+                                   f"{spec.shape}")
+            tensors[k] = tf.constant(arr, dtype=spec.dtype)
+        try:
+            out = fn(**tensors)
+        except tf.errors.OpError as e:
+            raise RequestError(_short(e.message)) from None
+        return {k: t.numpy() for k, t in out.items()}, v
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> "ServingTestDouble":
+        self._start_http()
+        self._start_grpc()
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._grpc is not None:
+            self._grpc.stop(grace=None)
+            self._grpc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _start_http(self) -> None:
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):       # quiet
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                m = _PATH.match(self.path)
+                if not m or m.group(3):
+                    return self._send(404, {"error": f"Malformed request: GET {self.path}"})
+                try:
+                    name, v = m.group(1), m.group(2)
+                    _, version = double._model(name, int(v) if v else None)
+                except RequestError as e:
+                    return self._send(e.status, {"error": str(e)})
+                self._send(200, {"model_version_status": [{
+                    "version": str(version), "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""}}]})
+
+            def do_POST(self):
+                m = _PATH.match(self.path)
+                if not m or not m.group(3):
+                    return self._send(404, {"error": f"Malformed request: POST {self.path}"})
+                try:
+                    n = int(self.headers.get("Content-Length", "0"))
+                    try:
+                        body = json.loads(self.rfile.read(n) or b"{}")
+                    except json.JSONDecodeError as e:
+                        raise RequestError(f"JSON Parse error: {e}")
+                    answer = double._rest_predict(m.group(1), m.group(2), body)
+                except RequestError as e:
+                    return self._send(e.status, {"error": str(e)})
+                self._send(200, answer)
+
+        self._http = ThreadingHTTPServer((self.host, self.rest_port), Handler)
+        self._http.daemon_threads = True
+        port = self._http.server_address[1]
+        self.rest_url = f"http://{self.host}:{port}"
+        threading.Thread(target=self._http.serve_forever, daemon=True,
+                         name="serving-test-double-rest").start()
+
+    def _rest_predict(self, name: str, version: str | None, body: dict) -> dict:
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        signature = body.get("signature_name")
+        if ("instances" in body) == ("inputs" in body):
+            raise RequestError("Missing 'inputs' or 'instances' key" if "inputs" not in body
+                               else "Both 'inputs' and 'instances' given")
+        loaded, _ = self._model(name, int(version) if version else None)
+        sig = loaded.signatures.get(signature or "serving_default")
+        keys = sorted(sig.structured_input_signature[1]) if sig is not None else []
+        if "instances" in body:
+            rows = body["instances"]
+            if not isinstance(rows, list) or not rows:
+                raise RequestError("'instances' must be a non-empty list")
+            if all(isinstance(r, dict) and "b64" not in r for r in rows):
+                names = set(rows[0])
+                if any(set(r) != names for r in rows):
+                    raise RequestError("every instance must have the same named inputs")
+                inputs = {k: _decode_column([r[k] for r in rows]) for k in names}
+            elif len(keys) == 1:
+                inputs = {keys[0]: _decode_column(rows)}
+            else:
+                raise RequestError(f"unnamed instances need a single-input signature; "
+                                   f"this one takes {keys}")
+        else:
+            cols = body["inputs"]
+            if isinstance(cols, dict):
+                inputs = {k: _decode_column(v) for k, v in cols.items()}
+            elif len(keys) == 1:
+                inputs = {keys[0]: _decode_column(cols)}
+            else:
+                raise RequestError(f"unnamed inputs need a single-input signature; "
+                                   f"this one takes {keys}")
+        outputs, _ = self.run(name, int(version) if version else None, signature, inputs)
+        outputs = {k: _json_column(v) for k, v in outputs.items()}
+        if "instances" in body:
+            n = len(next(iter(outputs.values())))
+            if len(outputs) == 1:
+                return {"predictions": next(iter(outputs.values()))}
+            return {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(n)]}
+        return {"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))}
+
+    def _start_grpc(self) -> None:
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        double = self
+
+        class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+            def Predict(self, request, context):
+                spec = request.model_spec
+                version = spec.version.value if spec.HasField("version") else None
+                try:
+                    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                    outputs, v = double.run(spec.name, version, spec.signature_name or None,
+                                            inputs)
+                except RequestError as e:
+                    code = getattr(grpc.StatusCode, e.code, grpc.StatusCode.INVALID_ARGUMENT)
+                    context.abort(code, str(e))
+                resp = predict_pb2.PredictResponse()
+                resp.model_spec.name = spec.name
+                resp.model_spec.version.value = v
+                resp.model_spec.signature_name = spec.signature_name or "serving_default"
+                for k, arr in outputs.items():
+                    resp.outputs[k].CopyFrom(tf.make_tensor_proto(arr))
+                return resp
+
+        big = 256 * 1024 * 1024
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[
+            ("grpc.max_send_message_length", big), ("grpc.max_receive_message_length", big)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(),
+                                                                            self._grpc)
+        port = self._grpc.add_insecure_port(f"{self.host}:{self.grpc_port}")
+        if port == 0:
+            raise OSError(f"cannot bind the gRPC port {self.host}:{self.grpc_port}")
+        self._grpc.start()
+        self.grpc_target = f"{self.host}:{port}"
+
+
+def _decode_column(values):
+    """JSON values -> numpy, with {"b64": ...} -> bytes (TF Serving's binary encoding)."""
+    def dec(v):
+        if isinstance(v, dict):
+            if set(v) != {"b64"}:
+                raise RequestError(f"a JSON object as a value must be {{\"b64\": ...}}, "
+                                   f"got keys {sorted(v)}")
+            try:
+                return base64.b64decode(v["b64"], validate=True)
+            except (ValueError, TypeError) as e:
+                raise RequestError(f"bad base64 value ({e})")
+        if isinstance(v, list):
+            return [dec(x) for x in v]
+        return v
+    decoded = dec(values)
+    if _has_bytes(decoded):
+        arr = np.empty(len(decoded), dtype=object)
+        arr[:] = decoded
+        return arr
+    try:
+        return np.asarray(decoded)
+    except ValueError as e:       # ragged lists
+        raise RequestError(f"inputs of different lengths cannot form one tensor ({e})")
+
+
+def _has_bytes(v) -> bool:
+    if isinstance(v, bytes):
+        return True
+    return isinstance(v, list) and bool(v) and _has_bytes(v[0])
+
+
+def _json_column(arr: np.ndarray):
+    if arr.dtype == object or arr.dtype.kind == "S":
+        return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b,
+                            otypes=[object])(arr).tolist()
+    return arr.tolist()
+
+
+def _short(message: str) -> str:
+    """The useful line of a TF error ("assertion failed: [...]" or the first line)."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith("assertion failed:"):
+            m = re.match(r"assertion failed: \[(.*?)\]", line)
+            return m.group(1).strip() if m else line
+        if "non-finite" in line or "Tensor had" in line:
+            return line
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    return lines[-1] if lines else message
+
+
+# --------------------------------------------------------------------------- tiny fixtures
+
+#: Calibration used by the tiny fixture runs (an RML-like 6-class logistic layer).
+TINY_CALIBRATION_CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise"]
+_TINY_CACHE: dict[str, dict] = {}
+
+
+def make_tiny_runs(root: str | Path, *, student_width: float = 1 / 16,
+                   teacher: str = "resnet50-ferplus", teacher_width: float = 1 / 16,
+                   teacher_input_size: int = 32, seed: int = 0) -> dict:
+    """Tiny, untrained student and teacher run folders in the make-demo layout, with a
+    calibration.json in the sibling ``external/`` folder, both exported to
+    ``root/export`` (for tests; the same call in one process returns the cached result).
+
+    Returns paths: ``student_run``, ``teacher_run``, ``export``, ``calibration``,
+    ``student_version``, ``teacher_version`` and the Keras ``student`` / ``teacher``.
+    """
+    root = Path(root)
+    key = str(root.resolve())
+    if key in _TINY_CACHE and root.exists():
+        return _TINY_CACHE[key]
+    import keras
+
+    from .. import emotions
+    from ..models import build_model
+    from ..models import io as model_io
+    from ..utils import write_json
+    from . import export as ex
+    keras.utils.set_random_seed(seed)
+    student = build_model("emovoxceleb-student", width=student_width)
+    teach = build_model(teacher, width=teacher_width, input_size=teacher_input_size)
+    runs = {}
+    for name, model in (("student", student), ("teacher", teach)):
+        run = root / name
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", {"model": model.cme_metadata["name"], "tiny": True})
+        model_io.save_model(model, run / "model.keras")
+        runs[name] = run
+    rng = np.random.default_rng(seed)
+    cal = {"dataset": "rml", "classes": TINY_CALIBRATION_CLASSES,
+           "weights": rng.normal(size=(emotions.NUM_CLASSES,
+                                       len(TINY_CALIBRATION_CLASSES))).round(4).tolist(),
+           "bias": rng.normal(size=len(TINY_CALIBRATION_CLASSES)).round(4).tolist()}
+    write_json(root / "external" / "calibration.json", cal)
+    # export the built models (the same weights as the saved ones; export_run, which
+    # loads model.keras, is what scripts/export_model.py runs)
+    found = ex.find_calibration(runs["student"])
+    s = ex.export_model(student, root / "export", calibration=ex.load_calibration(found),
+                        source=str(runs["student"] / "model.keras"))
+    t = ex.export_model(teach, root / "export", source=str(runs["teacher"] / "model.keras"))
+    out = {"root": root, "student_run": runs["student"], "teacher_run": runs["teacher"],
+           "export": root / "export", "calibration": root / "external" / "calibration.json",
+           "student_version": s.path, "teacher_version": t.path,
+           "student": student, "teacher": teach}
+    _TINY_CACHE[key] = out
+    return out
+
+
+def models_in(export_dir: str | Path) -> dict[str, Path]:
+    """``{name: base path}`` of every model folder with versions under an export folder."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise FileNotFoundError(f"{export_dir}: no such export folder")
+    return {p.name: p for p in sorted(export_dir.iterdir()) if p.is_dir() and versions(p)}
+
+
+def main(argv=None) -> int:
+    """``python -m tf_cme.serving.testing EXPORT_DIR``: run the TEST DOUBLE (NOT TF
+    Serving) on 127.0.0.1 until interrupted, to try the clients without the server."""
+    import argparse
+    import time
+    p = argparse.ArgumentParser(
+        prog="python -m tf_cme.serving.testing",
+        description="A loopback TEST DOUBLE of TF Serving's Predict API (REST and gRPC) "
+                    "for the SavedModels of an export folder. Not TF Serving: no "
+                    "batching, no model config, one process.")
+    p.add_argument("export_dir", help="export folder (DIR/<model>/<version>/)")
+    p.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    p.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")
+    args = p.parse_args(argv)
+    models = models_in(args.export_dir)
+    if not models:
+        print(f"{args.export_dir}: no exported models", file=sys.stderr)
+        return 1
+    with ServingTestDouble(models, rest_port=args.rest_port, grpc_port=args.grpc_port) as d:
+        print(f"TEST DOUBLE (not TF Serving) serving {', '.join(models)}: REST {d.rest_url}, "
+              f"gRPC {d.grpc_target}; Ctrl-C stops it", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())
