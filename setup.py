@@ -13,6 +13,8 @@ CORE = [
     # Native ops built against TF 2.17: the reason TF is pinned there. Offline stages only.
     "tensorflow-io==0.37.1",
     "tensorboard>=2.17,<2.18",
+    # tensorboard 2.17's command line imports pkg_resources, which setuptools 81+ removed.
+    "setuptools<81",
     "numpy==1.26.4",
     "scipy",
     "scikit-learn",

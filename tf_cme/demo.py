@@ -4,7 +4,9 @@ Each stage runs the project's real command-line scripts, in order, and writes
 under ``OUT/<stage>/`` (ARCHITECTURE.md: ``runs/demo/{corpus,records,teacher,
 labels,student,eval,external,export,report}/``). A stage that finishes writes
 ``OUT/<stage>/.complete``; a second ``make demo`` skips complete stages, and a
-stage that runs again invalidates every stage after it. Wall times go to
+stage that runs again invalidates every stage after it: their folders are removed
+and rebuilt. A stage interrupted half-way (no ``.complete``) resumes where it
+stopped, since every script it runs is resumable. Wall times go to
 ``OUT/timings.json``.
 
 The demo uses the registry's real architectures at small widths, small inputs
@@ -17,6 +19,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,10 +44,70 @@ def stages() -> list[Stage]:
     return [
         Stage("corpus", (
             ("make_demo_data.py", "--out", "{out}/corpus", "--size", "small", "--seed", "0",
-             "--force"),
+             "--force", "--quiet"),
         ), "synthetic FER2013/FER+ CSVs, VoxCeleb-layout wavs and face frames, an "
            "RML-style acted set, and talking-face videos"),
+        Stage("records", (
+            ("build_records.py", "ferplus",
+             "--fer-csv", "{out}/corpus/ferplus/fer2013.csv",
+             "--ferplus-csv", "{out}/corpus/ferplus/fer2013new.csv",
+             "--out", "{out}/records/ferplus", "--overwrite"),
+            ("build_records.py", "emovox", "--root", "{out}/corpus/voxceleb",
+             "--out", "{out}/records/emovox", "--overwrite"),
+            ("build_records.py", "external", "--root", "{out}/corpus/external",
+             "--out", "{out}/records/external", "--overwrite"),
+        ), "TFRecords: FER+ faces (CNTK cleaning), EmoVoxCeleb clips with face frames, "
+           "the external acted set"),
+        *_TEACHER_STUDENT_STAGES,
+        Stage("eval", (
+            ("evaluate_student.py", "{out}/student", "--records", "{out}/labels",
+             "--out", "{out}/eval"),
+        ), "student ROC AUC per emotion against the teacher on train / heard / unheard"),
+        Stage("external", (
+            ("benchmark_external.py", "--model", "{out}/student",
+             "--records", "{out}/records/external", "--out", "{out}/external"),
+        ), "frozen student + 10-fold logistic regression on the acted set, vs random"),
+        Stage("export", (
+            ("export_model.py", "{out}/student", "--out", "{out}/export"),
+            ("export_model.py", "{out}/teacher", "--out", "{out}/export"),
+            ("predict.py", "--model", "{out}/export/emovoxceleb-student",
+             "--faces", "--teacher", "{out}/export/senet50-ferplus",
+             "--out", "{out}/export/predictions.json",
+             "{out}/corpus/voxceleb/wav/Synth_Person_001/vid0001/00001.wav",
+             "{out}/corpus/videos/talk01.mp4"),
+        ), "SavedModels in TF Serving layout; predict.py on a wav and a video"),
+        Stage("report", (
+            ("report.py", "{out}", "--out", "{out}/report", "--summary", "{out}/summary.json"),
+        ), "Markdown + self-contained HTML report, summary.json"),
     ]
+
+
+#: The demo's small teacher and student (the real sizes are the scripts' defaults).
+#: Teacher: SE-ResNet-50 at 1/4 width on 48 px faces, flip-only augmentation (the
+#: SPEC's ±0.7 affine translations slow learning on tiny synthetic faces), a short
+#: two-step schedule. Student: VGGVox at 1/8 width, full 4.024 s crops, whole
+#: passes as mini-epochs, higher learning rate and weight decay than the original.
+_TEACHER_STUDENT_STAGES: list[Stage] = [
+    Stage("teacher", (
+        ("train_teacher.py", "--records", "{out}/records/ferplus", "--out", "{out}/teacher",
+         "--arch", "senet50-ferplus", "--width", "0.25", "--input-size", "48",
+         "--batch-size", "64", "--set", "learning_rates=[0.05,0.005]",
+         "--set", "epochs_per_rate=[16,4]", "--set", "backbone_lr_mult=1",
+         "--set", "affine=false"),
+        ("evaluate_teacher.py", "--run", "{out}/teacher", "--records", "{out}/records/ferplus"),
+    ), "SE-ResNet-50 teacher (small) fine-tuned on the FER+ records, evaluated on val/test"),
+    Stage("labels", (
+        ("label_faces.py", "--records", "{out}/records/emovox",
+         "--teacher", "{out}/teacher/model.keras", "--out", "{out}/labels",
+         "--stats", "{out}/labels/teacher-stats.png"),
+    ), "the teacher's per-frame logits on every EmoVoxCeleb face frame"),
+    Stage("student", (
+        ("train_student.py", "--records", "{out}/labels", "--out", "{out}/student",
+         "--width", "0.125", "--crop-samples", "64384", "--batch-size", "32",
+         "--epoch-fraction", "1.0", "--mini-epochs", "20", "--lr", "0.03", "0.003",
+         "--set", "weight_decay=0.005"),
+    ), "the speech student distilled from the teacher's logits (hot-cross-ent, T = 2)"),
+]
 
 
 def _expand(args: tuple[str, ...], out: Path) -> list[str]:
@@ -56,7 +119,7 @@ def _run_command(script: str, args: list[str]) -> None:
     print("  $ " + " ".join(shlex.quote(c) for c in
                             ["python", f"scripts/{script}", *args]), flush=True)
     env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # hides the CUDA plugin noise of a CPU machine
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise CmeError(f"stage command failed (exit {proc.returncode}): scripts/{script} "
@@ -89,7 +152,10 @@ def run(out: str | os.PathLike = "runs/demo", only: list[str] | None = None,
                   f"when it ran)", flush=True)
             continue
         print(f"[{stage.name}] {stage.description}", flush=True)
-        if marker.exists():
+        if (invalidated or force) and (out / stage.name).exists():
+            # its inputs changed (or --force): start afresh instead of resuming
+            shutil.rmtree(out / stage.name)
+        elif marker.exists():
             marker.unlink()
         t0 = time.perf_counter()
         for script, *args in stage.commands:
