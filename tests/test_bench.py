@@ -63,3 +63,11 @@ def test_bench_script_lists_record_stages(repo_root):
     r = subprocess.run([sys.executable, str(repo_root / "scripts" / "bench.py"), "--only",
                         "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown stage" in r.stderr
+
+
+def test_opt_in_groups_run_only_when_named(trivial):
+    harness.discover()
+    default = {s.group for s in harness.select(None)}
+    assert "teacher-xla" not in default and {"records", "student", "teacher"} <= default
+    named = harness.select(["teacher-xla"])
+    assert named and {s.group for s in named} == {"teacher-xla"}

@@ -90,10 +90,14 @@ def discover(package: str = "tf_cme.benchmarks") -> list[str]:
     return names
 
 
+#: Groups run only when named with --only (e.g. XLA compiles for minutes on a CPU).
+OPT_IN_GROUPS = {"teacher-xla"}
+
+
 def select(only: list[str] | None) -> list[Stage]:
     stages = list(REGISTRY.values())
     if not only:
-        return stages
+        return [s for s in stages if s.group not in OPT_IN_GROUPS]
     wanted = set()
     for o in only:
         wanted.update(x.strip() for x in o.split(",") if x.strip())
@@ -154,6 +158,9 @@ def run(only: list[str] | None = None, repeats: int = 5, out: str | None = "benc
         for st in stages:
             echo(f"[bench] {st.name} ({st.group}) ...")
             rows.append(run_stage(st, ctx))
+            if out:             # an interrupted bench keeps the rows it finished
+                from ..utils import write_json
+                write_json(out, rows)
     finally:
         if not workdir:
             shutil.rmtree(tmp, ignore_errors=True)
