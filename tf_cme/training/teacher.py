@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import emotions
+from ..evaluation.roc import confusion_matrix
 from ..runs import Run
 from ..utils import CmeError, atomic_path, progress
 
@@ -182,9 +183,8 @@ def load_checkpoint(path: Path, model, opt) -> dict:
 # ------------------------------------------------------------------------------ metrics
 
 def confusion(labels, preds, k: int = emotions.NUM_CLASSES) -> np.ndarray:
-    m = np.zeros((k, k), np.int64)
-    np.add.at(m, (np.asarray(labels, np.int64), np.asarray(preds, np.int64)), 1)
-    return m
+    """Counts ``[true, predicted]`` over the 8 FER+ classes (see evaluation.roc)."""
+    return confusion_matrix(labels, preds, k)
 
 
 def recall_per_class(cm: np.ndarray) -> dict:
