@@ -157,10 +157,8 @@ def test_serve_client_script(double, clip4s, tmp_path, repo_root):
     assert "bad.wav" in res[1]["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _proc import free_port as _free_port  # noqa: E402
 
 
 @pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,

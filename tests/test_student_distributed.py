@@ -11,23 +11,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv/bin/python").exists() \
-    else sys.executable
-
-
-def _env(**kw):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CME_QUIET="1")
-    env.pop("TF_CONFIG", None)
-    env.update(kw)
-    return env
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import PY, env as _env, free_port as _free_port  # noqa: E402,F401
 
 
 def test_two_replicas_same_update_as_one_device(tmp_path):

@@ -17,23 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _student_records as recs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv/bin/python").exists() \
-    else sys.executable
-
-
-def _env(**kw):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CME_QUIET="1")
-    env.pop("TF_CONFIG", None)
-    env.update(kw)
-    return env
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import PY, env as _env, free_port as _free_port  # noqa: E402,F401
 
 
 TINY = ["--width", "0.0625", "--mini-epochs", "3", "--batch-size", "8",

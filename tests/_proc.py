@@ -1,0 +1,27 @@
+"""Helpers for tests that start subprocesses or servers on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The project's interpreter (the venv's when present), for script subprocesses.
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv/bin/python").exists() \
+    else sys.executable
+
+
+def env(**kw) -> dict:
+    """The environment for a child process: quiet, no inherited TF_CONFIG, plus ``kw``."""
+    e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CME_QUIET="1")
+    e.pop("TF_CONFIG", None)
+    e.update(kw)
+    return e
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
