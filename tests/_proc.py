@@ -25,3 +25,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_script_inprocess(name: str, *args) -> int:
+    """Run ``scripts/NAME`` in this process as ``__main__``; return its exit code."""
+    import runpy
+
+    import pytest
+    argv = sys.argv
+    sys.argv = [str(ROOT / "scripts" / name), *map(str, args)]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    finally:
+        sys.argv = argv
+    return e.value.code

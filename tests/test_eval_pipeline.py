@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import runpy
+import os
 import sys
 
 import numpy as np
@@ -21,14 +21,10 @@ from tf_cme.utils import CmeError
 
 
 def _script(repo_root, name, *args):
-    argv = sys.argv
-    sys.argv = [str(repo_root / "scripts" / name), *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        sys.argv = argv
-    return e.value.code
+    """scripts/NAME run in-process (``repo_root`` is the checkout the fixture names)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _proc import run_script_inprocess
+    return run_script_inprocess(name, *args)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import re
+import os
 import sys
 import wave
 
@@ -176,15 +177,10 @@ def test_teacher_accuracy_lookup(metrics, val, test):
 
 
 def _script(repo_root, name, *args):
-    import runpy
-    argv = sys.argv
-    sys.argv = [str(repo_root / "scripts" / name), *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as e:
-            runpy.run_path(sys.argv[0], run_name="__main__")
-    finally:
-        sys.argv = argv
-    return e.value.code
+    """scripts/NAME run in-process (``repo_root`` is the checkout the fixture names)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _proc import run_script_inprocess
+    return run_script_inprocess(name, *args)
 
 
 def test_report_script(tmp_path, repo_root, capsys):
