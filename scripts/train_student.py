@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Distil the speech student from teacher-labelled EmoVoxCeleb records (SPEC §6).
+"""Distil the speech student from teacher-labelled EmoVoxCeleb records (SPEC §6), or
+with --teacher from an online frozen teacher run on the records' face frames.
 
 Defaults follow the original schedule: batch 64, 300 mini-epochs of 5 % of the
 training tracks, learning rate log-spaced 1e-4 .. 1e-5, SGD momentum 0.9, weight decay
@@ -15,6 +16,8 @@ Examples:
   scripts/train_student.py --records runs/demo/labels --out runs/demo/student
   scripts/train_student.py --records records/emovox-labelled --out runs/student \\
       --set mini_epochs=50 --set crop_samples=32240
+  scripts/train_student.py --records runs/demo/records/emovox \\
+      --teacher runs/demo/teacher/model.keras --out runs/student-online
 """
 from __future__ import annotations
 
@@ -49,7 +52,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, help="random seed (0)")
     p.add_argument("--mixed-precision", action="store_true", default=None,
                    help="train under the mixed_float16 policy (GPUs)")
-    p.add_argument("--teacher", help="online teacher (not built in this version)")
+    p.add_argument("--teacher", metavar="PATH.keras",
+                   help="online frozen teacher: targets from the teacher run on the face frames "
+                        "of each crop of --records (emovox records with frames, labelled or not) "
+                        "instead of the records' logits")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "width": args.width,

@@ -122,7 +122,7 @@ def test_bad_records_are_clear_errors(tmp_path):
     assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
     # options are checked before anything is read or built
     for bad_cfg, msg in ((dict(crop_samples=300), "crop_samples"),
-                         (dict(teacher="senet50-ferplus"), "online teacher is not built"),
+                         (dict(teacher="senet50-ferplus"), "no such teacher model file"),
                          (dict(loss="huber"), "loss")):
         with pytest.raises(CmeError, match=msg):
             train(StudentTrainConfig(records=str(tmp_path / "nolog"), **bad_cfg),

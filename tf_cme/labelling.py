@@ -47,11 +47,24 @@ class Teacher:
     native: bool                   # a tf-cme teacher (preprocesses itself)
     info: dict
 
-    def to_ferplus(self, scores: np.ndarray) -> np.ndarray:
-        if self.classes == emotions.FERPLUS:
-            return np.asarray(scores, np.float32)
-        return emotions.to_ferplus(np.asarray(scores, np.float32), list(self.classes),
-                                   fill=emotions.MISSING_LOGIT).astype(np.float32)
+    def ferplus_logits(self, images):
+        """In-graph: uint8 RGB ``[N, S, S, 3]`` -> float32 FER+ logits ``[N, 8]``.
+
+        The model runs in inference mode (``training=False``); a foreign model's input
+        is converted first (``colour``, ``scaling``) and its classes are mapped into
+        FER+ order by name (classes it lacks get :data:`tf_cme.emotions.MISSING_LOGIT`),
+        as :func:`label_records` does. Used by labelling and by the online teacher of
+        :class:`tf_cme.training.distiller.Distiller`.
+        """
+        import tensorflow as tf
+        x = images if self.native else _foreign_preprocess(self)(images)
+        scores = tf.cast(self.model(x, training=False), tf.float32)
+        if tuple(self.classes) == emotions.FERPLUS:
+            return scores
+        src = {c: i for i, c in enumerate(self.classes)}
+        idx = [src.get(name, len(self.classes)) for name in emotions.FERPLUS]
+        fill = tf.fill(tf.concat([tf.shape(scores)[:-1], [1]], 0), emotions.MISSING_LOGIT)
+        return tf.gather(tf.concat([scores, fill], -1), idx, axis=-1)
 
 
 def _file_sha256(path: Path) -> str:
@@ -111,6 +124,44 @@ def load_teacher(path, *, classes=None, input_size: int | None = None,
         raise CmeError(f"{path}: the model's input size is not fixed; give --input-size")
     return Teacher(model, fer, size, colour, scaling, False,
                    {"name": path.stem, "classes": names, "colour": colour, "scaling": scaling})
+
+
+def as_teacher(obj) -> Teacher:
+    """A :class:`Teacher` from a Teacher, a teacher file (:func:`load_teacher`) or a Keras
+    model: a tf-cme teacher (``cme_metadata``: class order, input size) or any model that
+    takes uint8 RGB faces, preprocesses itself and outputs the 8 FER+ logits. A model
+    whose outputs cannot be read as 8 FER+ logits is a CmeError (a foreign model with
+    another taxonomy needs :func:`load_teacher` with its class names)."""
+    import os
+    if isinstance(obj, Teacher):
+        teacher = obj
+    elif isinstance(obj, (str, os.PathLike)):
+        teacher = load_teacher(obj)
+    else:
+        md = dict(getattr(obj, "cme_metadata", None) or {})
+        name = md.get("name") or getattr(obj, "name", "teacher")
+        if not hasattr(obj, "output_shape") or not callable(obj):
+            raise CmeError(f"teacher: expected a Keras model, a tf_cme.labelling.Teacher or a "
+                           f".keras file, got {type(obj).__name__}")
+        if md.get("kind") not in (None, "teacher"):
+            raise CmeError(f"teacher {name}: a {md.get('kind')} model, not a face teacher")
+        try:
+            classes = emotions.resolve_classes(md.get("class_names") or emotions.FERPLUS)
+        except ValueError as e:
+            raise CmeError(f"teacher {name}: {e}") from None
+        size = md.get("input_size") or (obj.input_shape[1] if obj.input_shape else None)
+        if not size:
+            raise CmeError(f"teacher {name}: its input size is unknown (no tf-cme metadata "
+                           f"and no fixed input shape)")
+        teacher = Teacher(obj, classes, int(size), "rgb", "uint8", True,
+                          {"name": name, "metadata": md})
+    out = teacher.model.output_shape[-1]
+    if out != len(teacher.classes):
+        raise CmeError(f"teacher {teacher.info.get('name')}: {out} outputs cannot be mapped to "
+                       f"the {emotions.NUM_CLASSES} FER+ classes (its class names: "
+                       f"{', '.join(teacher.classes)}); give a tf-cme teacher or load it with "
+                       f"tf_cme.labelling.load_teacher(path, classes=...)")
+    return teacher
 
 
 def _foreign_preprocess(teacher: Teacher):
@@ -194,7 +245,7 @@ def _label_shard(teacher: Teacher, path: str, batch_size: int, crop_fraction: fl
     ds = ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
     out = {k: np.full((n, emotions.NUM_CLASSES), np.nan, np.float32) for k, n in rows.items()}
     for keys, idx, images in ds:
-        scores = teacher.to_ferplus(np.asarray(call(images)))
+        scores = np.asarray(call(images))
         for k, i, s in zip(keys.numpy(), idx.numpy(), scores):
             out[k.decode()][int(i)] = s
         bar.update(len(idx))
@@ -226,13 +277,9 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     files, bad_shards = records_lib.shard_files(records_dir, None, manifest,
                                                 skip_corrupt=skip_corrupt)
 
-    pre = None if teacher.native else _foreign_preprocess(teacher)
-    model = teacher.model
-
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def call(images):
-        x = images if pre is None else pre(images)
-        return model(x, training=False)
+        return teacher.ferplus_logits(images)
 
     total = sum(int(s.get("frames", 0)) for s in manifest.get("shards", [])) or None
     logits: dict = {}

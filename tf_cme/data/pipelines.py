@@ -450,3 +450,132 @@ def external_dataset(dir, split=None, *, skip_corrupt=False):
                      skip_corrupt=skip_corrupt)
     ds = ds.map(lambda s: _parse_clip(s, sch), num_parallel_calls=AUTOTUNE, deterministic=True)
     return _options(ds.prefetch(AUTOTUNE))
+
+
+# ---------------------------------------------------------- online teacher
+def frames_per_crop(crop_samples=CROP_SAMPLES, fs=schema_lib.SAMPLE_RATE) -> int:
+    """The most frame rows any training crop of ``crop_samples`` samples overlaps: the
+    maximum of :func:`logit_rows` over every start a clip of at most 19.9 s can draw
+    (about ``ceil(25 (crop - 1) / (6 fs)) + 1``, computed with the same float64
+    arithmetic as the row map: 18 for the default 4.024 s crop)."""
+    key = (int(crop_samples), int(fs))
+    if key not in _FRAMES_PER_CROP:
+        starts = tf.range(max(1, schema_lib.MAX_SAMPLES - key[0]), dtype=tf.int64)
+        first, last = logit_rows(starts, key[0], tf.int64.max, key[1])
+        _FRAMES_PER_CROP[key] = int(tf.reduce_max(last - first + 1))
+    return _FRAMES_PER_CROP[key]
+
+
+_FRAMES_PER_CROP: dict = {}
+
+
+def _require_frames(dir, manifest, split) -> None:
+    """CmeError unless the record set carries face frames (manifest, then its first record)."""
+    if manifest.get("frames_kept") is False:
+        raise CmeError(f"{dir}: labelled records written without their face frames "
+                       f"(label_faces.py drops them); an online teacher needs the emovox "
+                       f"records that still have them (build_records.py emovox)")
+    files, _ = records.shard_files(dir, split, manifest, skip_corrupt=True)
+    for path in files:
+        for raw in records.iter_records(path, check_crc=False):
+            feats = tf.train.Example.FromString(raw).features.feature
+            if not feats["frames"].bytes_list.value:
+                key = feats["key"].bytes_list.value[0].decode()
+                raise CmeError(f"{dir}: record {key} has no face frames; an online teacher "
+                               f"needs emovox records with frames (build_records.py emovox "
+                               f"from the frames tree or raw videos)")
+            return
+
+
+def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=CROP_SAMPLES,
+                           seed=0, training=True, repeat=False, input_context=None,
+                           skip_corrupt=False, crop_fraction=1 / 1.6, max_frames=None,
+                           shuffle_buffer=1024):
+    """Distillation batches for an ONLINE teacher, from emovox records WITH face frames
+    (labelled or not): ``(waveform float32 [B, crop_samples], {"frames": uint8
+    [B, K, S, S, 3], "frame_mask": bool [B, K]})``.
+
+    The crops are exactly those of :func:`distill_dataset` for the same records, seed
+    and batch position (the same stateless seed [seed, batch number] through
+    :func:`crop_and_aggregate_batch`). ``frames[b, :n_b]`` are the face frames whose
+    rows overlap crop ``b`` (:func:`logit_rows`; rows = frames in order), decoded as
+    labelling decodes them (JPEG -> RGB, centre crop ``crop_fraction``, resized to
+    ``image_size``, uint8); ``frame_mask[b, j]`` is ``j < n_b``, the rest is zero
+    padding. ``K`` = :func:`frames_per_crop` (or ``max_frames``, at least that) keeps
+    the shapes static. The teacher and the aggregation over the valid frames
+    (:func:`aggregate_frame_logits`) run in :class:`tf_cme.training.distiller.Distiller`.
+    A record set without frames is a CmeError here; a record without frames fails the
+    pipeline naming it (``tf_cme.training.student.check_records`` finds it first).
+    """
+    if crop_samples < 1:
+        raise CmeError(f"crop_samples must be positive, got {crop_samples}")
+    k = frames_per_crop(crop_samples)
+    if max_frames is not None:
+        if int(max_frames) < k:
+            raise CmeError(f"max_frames: {max_frames} is fewer than the {k} frame rows a "
+                           f"{crop_samples}-sample crop can overlap")
+        k = int(max_frames)
+    h, w = _pair(image_size)
+    sch = schema_lib.EMOVOX_SCHEMA
+    m = records.read_manifest(dir, expect_schema=sch.name)
+    _require_frames(dir, m, split)
+    ds, _ = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
+                     input_context=input_context, skip_corrupt=skip_corrupt)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    spec = {k_: v for k_, v in sch.feature_spec(ragged=True).items()
+            if k_ in ("key", "audio", "num_samples", "frames")}
+    ds = ds.batch(_batch_size(batch_size, input_context), drop_remainder=training)
+
+    def decode(jpg):
+        return center_crop_resize(tf.io.decode_jpeg(jpg, channels=3), (h, w), crop_fraction)
+
+    def parse(serialized, sd):
+        ex = tf.io.parse_example(serialized, spec)
+        b = tf.shape(ex["num_samples"], out_type=tf.int64)[0]
+        # the crop starts of distill_dataset: its function, with one dummy logit row per clip
+        dummy = tf.RaggedTensor.from_row_lengths(
+            tf.zeros([b * emotions.NUM_CLASSES]), tf.fill([b], tf.constant(
+                emotions.NUM_CLASSES, tf.int64)))
+        wave, _, start = crop_and_aggregate_batch(ex["audio"], ex["num_samples"], dummy, sd,
+                                                  crop_samples)
+        frames = ex["frames"]
+        nf = tf.cast(frames.row_lengths(), tf.int64)
+        check = tf.debugging.Assert(
+            tf.reduce_all(nf > 0),
+            ["emovox records without face frames (an online teacher needs them):",
+             tf.boolean_mask(ex["key"], nf <= 0)], summarize=8)
+        with tf.control_dependencies([check]):
+            nf = tf.identity(nf)
+        first, last = logit_rows(start, crop_samples, nf)
+        rows = first[:, None] - 1 + tf.range(k, dtype=tf.int64)[None, :]      # [B, K] 0-based
+        mask = (rows < last[:, None]) & (nf[:, None] > 0)
+        row = tf.minimum(tf.maximum(rows, 0), tf.maximum(nf - 1, 0)[:, None])
+        flat = tf.cast(frames.row_starts(), tf.int64)[:, None] + row
+        jpgs = tf.gather(frames.flat_values, tf.boolean_mask(flat, mask))
+        imgs = tf.map_fn(decode, jpgs, fn_output_signature=tf.TensorSpec([h, w, 3], tf.uint8))
+        out = tf.scatter_nd(tf.where(mask), imgs, tf.stack([b, k, h, w, 3]))
+        out = tf.ensure_shape(out, [None, k, h, w, 3])
+        return wave, {"frames": out, "frame_mask": mask}
+
+    ds = _seed_pairs(ds, seed).map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _options(ds.prefetch(AUTOTUNE))
+
+
+def aggregate_frame_logits(logits, mask, agg="max"):
+    """Per-emotion max (or mean) of ``logits`` [B, K, 8] over the frames where ``mask``
+    [B, K] is true: the aggregation of :func:`crop_and_aggregate_batch` (SPEC §6) for
+    the online teacher's logits of :func:`distill_frames_dataset` frames."""
+    logits = tf.cast(logits, tf.float32)
+    sel = tf.cast(mask, tf.bool)[:, :, None]
+    if agg == "max":
+        out = tf.reduce_max(tf.where(sel, logits, tf.constant(-np.inf, tf.float32)), axis=1)
+    elif agg == "mean":
+        tot = tf.reduce_sum(tf.where(sel, logits, tf.zeros_like(logits)), axis=1)
+        cnt = tf.reduce_sum(tf.cast(mask, tf.float32), axis=1)
+        out = tot / tf.maximum(cnt, 1.0)[:, None]
+    else:
+        raise CmeError(f"agg must be 'max' or 'mean', got {agg!r}")
+    return tf.ensure_shape(out, [None, emotions.NUM_CLASSES])

@@ -3,7 +3,14 @@
 ``train_step`` / ``test_step`` take batches ``(waveform [B, L], {"logits": [B, 8],
 "label": [B]})`` as :func:`tf_cme.data.pipelines.distill_dataset` yields them: the
 targets are the teacher's logits aggregated over the crop's face frames (max by
-default). Per step:
+default), computed offline when the records were labelled. With an online frozen
+``teacher`` the batches are ``(waveform, {"frames": uint8 [B, K, S, S, 3],
+"frame_mask": bool [B, K]})`` from :func:`tf_cme.data.pipelines.distill_frames_dataset`:
+the teacher (``trainable=False``, called with ``training=False``, never in the
+optimizer) runs on the B*K frames, its logits are mapped into FER+ order
+(:meth:`tf_cme.labelling.Teacher.ferplus_logits`), cast to float32 and aggregated over
+the valid frames with the same per-emotion max (``agg="max"``) or mean as the offline
+labels. Per step:
 
 - the loss is the sum of the per-example losses divided by the **global** batch size
   (the all-reduced count of examples over replicas), so that the gradients that the
@@ -86,16 +93,27 @@ class Distiller(keras.Model):
       loss: ``"hot-cross-ent"`` (default), ``"euclidean"`` or ``"softmaxlog"``.
       temperature: T of ``hot-cross-ent`` (both sides; 2 as the original).
       weight_decay: MatConvNet L2 weight decay (5e-4).
-      teacher: an online frozen teacher (not built in this version: raises).
+      teacher: an online frozen teacher (a Keras face model, a
+        :class:`tf_cme.labelling.Teacher` or a ``.keras`` path; see
+        :func:`tf_cme.labelling.as_teacher`), or None to distil from the records' logits.
+      agg: ``"max"`` or ``"mean"``: how the online teacher's logits are aggregated
+        over the crop's frames (the offline targets are aggregated by the pipeline).
     """
 
     def __init__(self, student, loss: str = "hot-cross-ent", temperature: float = 2.0,
-                 weight_decay: float = 5e-4, teacher=None, name: str = "distiller", **kwargs):
+                 weight_decay: float = 5e-4, teacher=None, agg: str = "max",
+                 name: str = "distiller", **kwargs):
         super().__init__(name=name, **kwargs)
+        if agg not in ("max", "mean"):
+            raise CmeError(f"agg must be 'max' or 'mean', got {agg!r}")
+        self.agg = agg
+        self.online = None
         if teacher is not None:
-            raise CmeError("an online teacher is not built in this version: label the "
-                           "records first (scripts/label_faces.py) and distil from their "
-                           "logits")
+            from ..labelling import as_teacher
+            online = as_teacher(teacher)
+            online.model.trainable = False
+            self.online = online
+            self.teacher = online.model      # tracked (mirrored), frozen, not optimised
         self.student = student
         self.loss_name = loss
         self.temperature = float(temperature)
@@ -137,8 +155,15 @@ class Distiller(keras.Model):
                     f"synchronised ({plain[0]}, ...): build it with synchronized=True")
 
     # -- steps ---------------------------------------------------------------------
-    @staticmethod
-    def _targets(y):
+    def targets(self, y):
+        """The float32 [B, 8] targets of a batch's ``y``: its ``logits``, or with an
+        online teacher the teacher's logits aggregated over ``frames`` / ``frame_mask``."""
+        if self.online is not None:
+            if not isinstance(y, dict) or "frames" not in y:
+                raise CmeError("an online teacher is given but the batches carry no face "
+                               "frames: read the records with "
+                               "tf_cme.data.pipelines.distill_frames_dataset")
+            return self._online_targets(y["frames"], y.get("frame_mask"))
         if isinstance(y, dict):
             if "logits" not in y:
                 raise CmeError("the batches carry no teacher logits (unlabelled records?) "
@@ -150,6 +175,26 @@ class Distiller(keras.Model):
             raise CmeError(f"teacher logits have width {t.shape[-1]}, expected "
                            f"{emotions.NUM_CLASSES} (FER+ order)")
         return ops.cast(t, "float32")
+
+    def _online_targets(self, frames, mask):
+        import tensorflow as tf
+        from ..data.pipelines import aggregate_frame_logits
+        frames = tf.convert_to_tensor(frames)
+        if frames.shape.rank != 5:
+            raise CmeError(f"online teacher: frames must be [B, K, S, S, 3], got {frames.shape}")
+        dims = tf.shape(frames)
+        b, k = dims[0], dims[1]
+        tail = frames.shape[2:]
+        flat = tf.reshape(frames, [-1, *tail] if tail.is_fully_defined()
+                          else tf.concat([[-1], dims[2:]], 0))
+        z = self.online.ferplus_logits(flat)
+        if z.shape[-1] is not None and z.shape[-1] != emotions.NUM_CLASSES:
+            raise CmeError(f"online teacher: its logits have width {z.shape[-1]} after mapping, "
+                           f"expected {emotions.NUM_CLASSES} (FER+ order)")
+        z = tf.stop_gradient(tf.reshape(tf.cast(z, tf.float32), [b, k, emotions.NUM_CLASSES]))
+        if mask is None:
+            mask = tf.ones([b, k], tf.bool)
+        return aggregate_frame_logits(z, mask, self.agg)
 
     def _update_metrics(self, targets, logits, per_example):
         self.loss_tracker.update_state(per_example)
@@ -178,7 +223,7 @@ class Distiller(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
         x, y = data[0], data[1]
-        targets = self._targets(y)
+        targets = self.targets(y)
         strategy = tf.distribute.get_strategy()
         replicas = strategy.num_replicas_in_sync
         local_n = tf.cast(tf.shape(x)[0], tf.float32)
@@ -200,7 +245,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y = data[0], data[1]
-        targets = self._targets(y)
+        targets = self.targets(y)
         logits = ops.cast(self.student(x, training=False), "float32")
         per_example = self.loss_fn(targets, logits)
         return self._update_metrics(targets, logits, per_example)

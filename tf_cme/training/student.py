@@ -13,6 +13,12 @@
   atomically) and TensorBoard summaries (``tensorboard/``: every metric under
   ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops).
 
+Targets: the records' teacher logits (labelled records, the default, as the original), or
+with ``teacher=PATH.keras`` an online frozen teacher run on the face frames of each crop
+(:func:`tf_cme.data.pipelines.distill_frames_dataset`, records with frames, labelled or
+not) and aggregated the same way; the teacher's path and sha256 go into ``metrics.json``
+(``teacher``), and a run cannot resume with another teacher file.
+
 An interrupted run restarts at the mini-epoch after the last checkpoint, with the
 weights, BN statistics and momentum of that checkpoint; since every mini-epoch's data
 and the dither are seeded, a resumed run ends where an uninterrupted one does.
@@ -46,7 +52,7 @@ STATE = "state.json"
 
 @dataclasses.dataclass
 class StudentTrainConfig:
-    records: str = "records/emovox-labelled"   # labelled emovox record set (scripts/label_faces.py)
+    records: str = "records/emovox-labelled"   # labelled emovox records (with `teacher`: records with frames)
     train_split: str = "train"
     val_split: str = "unheard"
     val_fraction: float = 0.2           # fixed share of val_split evaluated each mini-epoch; 0: none
@@ -61,12 +67,12 @@ class StudentTrainConfig:
     weight_decay: float = 5e-4
     loss: str = "hot-cross-ent"         # hot-cross-ent | euclidean | softmaxlog
     temperature: float = 2.0
-    agg: str = "max"                    # max | mean aggregation of the teacher logits
+    agg: str = "max"                    # max | mean aggregation of the teacher logits (online: here)
     dither: bool = True
     seed: int = 0
     mixed_precision: bool = False       # mixed_float16 (GPU)
     jit_compile: bool = False           # XLA-compile the training step
-    teacher: Optional[str] = None       # online teacher (not built: use labelled records)
+    teacher: Optional[str] = None       # online frozen teacher (.keras) on the records' face frames
     check_records: bool = True          # scan the records for bad clips before training
     images: int = 3                     # spectrogram images logged per mini-epoch
 
@@ -82,8 +88,17 @@ def _validate(cfg: StudentTrainConfig) -> None:
     from . import losses
     from ..audio.frontend import FRAME, MIN_BUCKET_FRAMES, samples_for_frames
     if cfg.teacher:
-        raise CmeError("teacher: an online teacher is not built in this version; label the "
-                       "records first (scripts/label_faces.py)")
+        from ..models.io import read_metadata
+        if not Path(cfg.teacher).is_file():
+            raise CmeError(f"teacher: {cfg.teacher}: no such teacher model file (a tf-cme "
+                           f".keras teacher for online targets)")
+        try:
+            kind = read_metadata(cfg.teacher).get("kind")
+        except CmeError as e:
+            raise CmeError(f"teacher: {e}; online targets need a tf-cme teacher "
+                           f"(train_teacher.py, import_weights.py)") from None
+        if kind != "teacher":
+            raise CmeError(f"teacher: {cfg.teacher}: a {kind} model, not a face teacher")
     if cfg.loss not in losses.LOSSES:
         raise CmeError(f"loss: {cfg.loss!r} is not one of {', '.join(losses.LOSSES)}")
     if cfg.crop_samples < samples_for_frames(MIN_BUCKET_FRAMES):
@@ -102,19 +117,24 @@ def _validate(cfg: StudentTrainConfig) -> None:
         raise CmeError(f"agg: {cfg.agg!r} is not max or mean")
 
 
-def check_records(dir, splits, *, min_samples: int = 400) -> dict:
-    """Scan labelled emovox records before training: every clip must have at least one
-    frame of audio and finite teacher logits of width 8. CmeError naming the record."""
+def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) -> dict:
+    """Scan emovox records before training: every clip must have at least one frame of
+    audio and finite teacher logits of width 8, or with ``online`` (an online teacher)
+    face frames (JPEG). CmeError naming the record."""
     import tensorflow as tf
     from ..data import records as records_lib
     m = records_lib.read_manifest(dir, expect_schema="emovox")
-    if not m.get("labelled"):
+    if online and m.get("frames_kept") is False:
+        raise CmeError(f"{dir}: labelled records written without their face frames; the online "
+                       f"teacher needs the emovox records that have them (build_records.py emovox)")
+    if not online and not m.get("labelled"):
         raise CmeError(f"{dir}: records without teacher logits (not labelled) and no online "
-                       f"teacher given: run scripts/label_faces.py first")
+                       f"teacher given: run scripts/label_faces.py first, or distil from their "
+                       f"face frames with --teacher MODEL.keras")
     teacher = m.get("teacher") or {}
     width = teacher.get("num_classes") or (len(teacher["classes"]) if "classes" in teacher
                                           else None)
-    if width is not None and int(width) != emotions.NUM_CLASSES:
+    if not online and width is not None and int(width) != emotions.NUM_CLASSES:
         raise CmeError(f"{dir}: teacher logits have width {width}, expected "
                        f"{emotions.NUM_CLASSES} (FER+ order)")
     counts = {}
@@ -129,12 +149,27 @@ def check_records(dir, splits, *, min_samples: int = 400) -> dict:
                 key = feats["key"].bytes_list.value[0].decode()
                 num_samples = int(feats["num_samples"].int64_list.value[0])
                 logits = np.asarray(feats["logits"].float_list.value, np.float32)
+                frames = feats["frames"].bytes_list.value
                 if num_samples < min_samples:
                     raise CmeError(f"{dir}: record {key} ({split}): {num_samples} audio "
                                    f"samples, shorter than one {min_samples}-sample frame")
+                if online:
+                    if not frames:
+                        raise CmeError(f"{dir}: record {key} ({split}) has no face frames for "
+                                       f"the online teacher"
+                                       + ("" if logits.size else " (and no teacher logits)"))
+                    for i, jpg in enumerate(frames):
+                        if jpg[:2] != b"\xff\xd8":
+                            raise CmeError(f"{dir}: record {key} ({split}): face frame {i} is "
+                                           f"not a JPEG")
+                    n += 1
+                    bar.update(1)
+                    continue
                 if logits.size == 0:
-                    raise CmeError(f"{dir}: record {key} ({split}) has no teacher logits (and "
-                                   f"no online teacher is given)")
+                    raise CmeError(f"{dir}: record {key} ({split}) has no teacher logits "
+                                   + ("(and no online teacher is given: --teacher MODEL.keras "
+                                      "distils from its face frames)" if frames else
+                                      "and no face frames (and no online teacher is given)"))
                 if logits.size % emotions.NUM_CLASSES:
                     raise CmeError(f"{dir}: record {key} ({split}): {logits.size} logit values, "
                                    f"not a multiple of {emotions.NUM_CLASSES} (logits width != 8)")
@@ -197,11 +232,16 @@ class _Summaries:
         self.writer.flush()
 
 
-def default_dataset_fn(cfg: StudentTrainConfig) -> Callable:
-    """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records."""
+def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None) -> Callable:
+    """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records, or with
+    ``cfg.teacher`` over the records' face frames at the teacher's ``image_size``."""
     from ..data import pipelines
 
     def fn(split, seed, training):
+        if cfg.teacher:
+            return pipelines.distill_frames_dataset(
+                cfg.records, split, batch_size=cfg.batch_size, image_size=image_size,
+                crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training)
         return pipelines.distill_dataset(cfg.records, split, batch_size=cfg.batch_size,
                                          crop_samples=cfg.crop_samples, seed=seed,
                                          agg=cfg.agg, training=training, repeat=training)
@@ -238,24 +278,34 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
 
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
+    teacher_info = None
+    if cfg.teacher:
+        from ..models.importers import sha256
+        teacher_info = {"path": str(cfg.teacher), "sha256": sha256(Path(cfg.teacher))}
     if chief:
         old = run.path / "config.json"
         if old.exists():
             prev = json.loads(old.read_text())
             cur = config_lib.to_dict(cfg)
-            changed = [k for k in ("width", "loss", "crop_samples", "batch_size", "seed")
-                       if k in prev and prev[k] != cur[k]]
+            changed = [k for k in ("width", "loss", "crop_samples", "batch_size", "seed",
+                                   "teacher") if k in prev and prev[k] != cur[k]]
+            prev_sha = (run.metrics().get("teacher") or {}).get("sha256")
+            if not changed and teacher_info and prev_sha and prev_sha != teacher_info["sha256"]:
+                changed = ["teacher"]
+                prev, cur = {"teacher": f"sha256 {prev_sha[:12]}"}, {
+                    "teacher": f"sha256 {teacher_info['sha256'][:12]}"}
             if changed and _read_state(run.checkpoints)["mini_epoch"] > 0:
                 raise CmeError(f"{run.path}: resuming with a different {changed[0]} "
                                f"({prev[changed[0]]} -> {cur[changed[0]]}); use a new run folder")
         run.save_config(cfg)
+        if teacher_info:
+            run.update_metrics(teacher=teacher_info)
     if dataset_fn is None:
         if sizes is None:
             sizes = split_sizes(cfg)
         if cfg.check_records and chief:
             need = [cfg.train_split] + ([cfg.val_split] if cfg.val_fraction > 0 else [])
-            check_records(cfg.records, need)
-        dataset_fn = default_dataset_fn(cfg)
+            check_records(cfg.records, need, online=bool(cfg.teacher))
     n_train = int(sizes.get(cfg.train_split, 0))
     if n_train < 1:
         raise CmeError(f"{cfg.records}: no training clips in split {cfg.train_split!r}")
@@ -272,11 +322,17 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         student = build_model("emovoxceleb-student", width=cfg.width, dither=cfg.dither,
                               crop="none", synchronized=replicas > 1)
         losses_lib.configure_student_for_loss(student, cfg.loss)
+        teacher = None
+        if cfg.teacher:   # after the student, so that its initial weights do not change
+            from ..labelling import load_teacher
+            teacher = load_teacher(cfg.teacher)
         distiller = Distiller(student, loss=cfg.loss, temperature=cfg.temperature,
-                              weight_decay=cfg.weight_decay)
+                              weight_decay=cfg.weight_decay, teacher=teacher, agg=cfg.agg)
         optimizer = sgd(float(lrs[0]), momentum=cfg.momentum)
         distiller.compile(optimizer=optimizer, jit_compile=cfg.jit_compile)
         ckpt = tf.train.Checkpoint(student=student, optimizer=distiller.optimizer)
+    if dataset_fn is None:
+        dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None)
     ckdir = _worker_dir(run, strategy)
     ckdir.mkdir(parents=True, exist_ok=True)
     state = _read_state(run.checkpoints)
