@@ -21,6 +21,7 @@ CORE = [
     "matplotlib",
     "pillow",
     "tqdm",
+    "google-crc32c",              # TFRecord CRC-32C in C: shards written and verified without TF
     "opencv-python-headless<5",   # 5.x dropped the Haar cascades
     "av",                         # PyAV: video and compressed audio containers
     "mtcnn",                      # aligned faces; weights ship inside the wheel

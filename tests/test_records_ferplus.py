@@ -128,7 +128,7 @@ def test_build_counts_skips_and_round_trip(tmp_path):
     assert m["splits"]["test"]["class_counts"]["contempt"] == 1
     assert sum(m["splits"]["val"]["class_counts"].values()) == 1
     assert set(m["sources"]) == {"fer2013.csv", "fer2013new.csv"}
-    assert m["config"]["variant"] == "cntk"
+    assert m["config"]["variant"] == "cntk" and m["image_encoding"] == "png-canonical"
     assert "row 7" in (tmp_path / "rec" / records.SKIPPED).read_text()
     # the stored faces, labels and votes
     ds = pipelines.faces_dataset(tmp_path / "rec", "test", batch_size=8, training=False)
@@ -186,7 +186,7 @@ def test_resume_after_killed_build(tmp_path):
     names = sorted(x.name for x in out.glob("*.tfrecord"))
     assert names == sorted(x.name for x in ref.glob("*.tfrecord")) and len(names) == 9
     assert all((out / n).read_bytes() == (ref / n).read_bytes() for n in names)
-    assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.pending"))
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.pending*"))
     # a different config on the same folder is refused
     import dataclasses
     with pytest.raises(CmeError, match="another config"):
@@ -280,3 +280,46 @@ def test_build_script_help_and_errors(tmp_path):
                         "--ferplus-csv", str(tmp_path / "no2.csv"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no.csv: no such file" in r.stderr
+
+
+def test_canonical_png_batch_decode_matches_a_png_decoder():
+    """The records' PNGs decode with PIL / OpenCV; the batched fast path gives exactly
+    the pixels of tf.io.decode_png, and refuses (never mis-decodes) any other PNG."""
+    import io
+
+    import cv2
+    import tensorflow as tf
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    imgs = np.concatenate([rng.integers(0, 256, (3, 48, 48)),                 # noise
+                           np.tile(np.arange(48), (2, 48, 1)) * 5], 0).astype(np.uint8)
+    ours = [ferplus.png_bytes(a) for a in imgs]
+    for a, b in zip(imgs, ours):
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(b))), a)
+        np.testing.assert_array_equal(tf.io.decode_png(b, channels=1).numpy()[..., 0], a)
+    fast = tf.function(lambda x: pipelines.decode_grey_pngs(x, 48, 48, canonical=True))
+    np.testing.assert_array_equal(fast(tf.constant(ours)).numpy()[..., 0], imgs)
+    assert fast(tf.constant([], tf.string)).shape == (0, 48, 48, 1)
+    # another encoder's PNG (adaptive filters): decode_png path right, fast path refuses
+    other = [cv2.imencode(".png", a)[1].tobytes() for a in imgs]
+    np.testing.assert_array_equal(
+        pipelines.decode_grey_pngs(tf.constant(other), 48, 48).numpy()[..., 0], imgs)
+    with pytest.raises(tf.errors.OpError):
+        fast(tf.constant(other)).numpy()
+    # a canonical PNG with a non-zero filter byte (valid zlib, wrong pixels if ignored)
+    import struct
+    import zlib
+    rows = np.zeros((48, 49), np.uint8)
+    rows[:, 1:] = imgs[0]
+    rows[5, 0] = 1                                   # Sub filter on row 5
+    idat = zlib.compress(rows.tobytes(), 1)
+    bad = (ferplus.png_header(48, 48) + struct.pack(">I", len(idat)) + b"IDAT" + idat
+           + struct.pack(">I", zlib.crc32(b"IDAT" + idat)) + ferplus.PNG_IEND)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not a canonical 48x48 grey PNG"):
+        fast(tf.constant([ours[1], bad])).numpy()
+    # a flipped payload byte: the zlib check fails
+    flip = bytearray(ours[0])
+    flip[60] ^= 0xFF
+    with pytest.raises(tf.errors.OpError):
+        fast(tf.constant([bytes(flip)])).numpy()

@@ -80,3 +80,28 @@ def test_pcm16_round_trip():
     b = schema.pcm16(x)
     np.testing.assert_array_equal(np.frombuffer(b, "<i2"), [0, 16384, -32768, 32767, -8192, 1])
     np.testing.assert_array_equal(schema.pcm16_to_float(b)[[0, 1, 2, 4, 5]], x[[0, 1, 2, 4, 5]])
+
+
+def test_tfrecord_writer_is_byte_identical_to_tensorflows(tmp_path):
+    """Shards are written without TensorFlow (workers never import it); the bytes,
+    framing and CRC-32C must be exactly those of tf.io.TFRecordWriter."""
+    from tf_cme.data import records
+    from tf_cme.utils import CmeError
+    rng = np.random.default_rng(0)
+    recs = [b"", b"x", rng.bytes(1000), rng.bytes(300_000)]
+    ours = tmp_path / "ours.tfrecord"
+    size = records.write_tfrecord(ours, recs)
+    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as w:
+        for r in recs:
+            w.write(r)
+    assert ours.read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
+    assert size == ours.stat().st_size == sum(16 + len(r) for r in recs)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(ours))] == recs
+    assert list(records.iter_records(ours)) == recs
+    # the known CRC-32C check value ("123456789" -> 0xE3069283)
+    assert records._crc32c(b"123456789") == 0xE3069283
+    bad = bytearray(ours.read_bytes())
+    bad[16 + 1 + 16 + 500] ^= 1                  # a byte inside the third record
+    (tmp_path / "bad.tfrecord").write_bytes(bytes(bad))
+    with pytest.raises(CmeError, match="bad data checksum"):
+        list(records.iter_records(tmp_path / "bad.tfrecord"))

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -195,11 +197,37 @@ def parse_pixels(text: str) -> np.ndarray | None:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    import cv2
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:  # pragma: no cover
-        raise CmeError("PNG encoding failed")
-    return buf.tobytes()
+    """A 2-D uint8 image as a PNG in the records' canonical form: 8-bit grey,
+    not interlaced, one IDAT chunk, filter type 0 (None) on every row, zlib level 1.
+
+    Any PNG reader decodes it; :func:`tf_cme.data.pipelines.decode_grey_pngs`
+    also inflates a whole batch of them in one op (faster than a PNG decode per
+    image) and falls back to ``tf.io.decode_png`` for any other PNG.
+    """
+    img = np.ascontiguousarray(img, dtype=np.uint8)
+    if img.ndim != 2:
+        raise CmeError(f"png_bytes: expected a 2-D grey image, got shape {img.shape}")
+    h, w = img.shape
+    rows = np.zeros((h, w + 1), np.uint8)
+    rows[:, 1:] = img
+    return png_header(h, w) + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + PNG_IEND
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def png_header(h: int, w: int) -> bytes:
+    """PNG signature + IHDR of an 8-bit grey, non-interlaced ``h`` x ``w`` image (33 bytes)."""
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+
+
+#: Manifest ``image_encoding`` of records whose faces are all :func:`png_bytes` PNGs.
+PNG_ENCODING = "png-canonical"
+
+#: The IEND chunk (12 bytes) that ends every PNG.
+PNG_IEND = _png_chunk(b"IEND", b"")
 
 
 def encode_row(item) -> records.Encoded | records.Skip:
@@ -224,6 +252,8 @@ def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False) -> dict:
         out_dir, schema_lib.FERPLUS_SCHEMA, tasks, encode_fn="tf_cme.data.ferplus:encode_row",
         config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,
         extra={"variant": cfg.variant, "image_size": [schema_lib.FER_SIZE, schema_lib.FER_SIZE, 1],
+               "image_encoding": PNG_ENCODING,
                "classes": list(emotions.FERPLUS_VOTE_COLUMNS if cfg.variant == "full"
                                else emotions.FERPLUS)},
-        workers=cfg.workers, overwrite=overwrite, desc="ferplus", unit="row")
+        workers=cfg.workers, overwrite=overwrite, desc="ferplus", unit="row",
+        key_extra=PNG_ENCODING)   # records of an older encoder are not resumed as these

@@ -9,10 +9,12 @@ A record set is a folder::
 
 How a build works (:func:`build`): the builder turns its inputs into a fixed,
 deterministic list of :class:`ShardTask` (a split, a shard number and the
-inputs that go into that shard). Each task's inputs are encoded (in worker
-processes that never import TensorFlow), the shard is written to
-``<name>.tmp-<pid>`` and renamed when complete; its statistics are saved in
-``.progress/`` just before the rename. A re-run skips every shard whose file
+inputs that go into that shard). Each worker (a process that never imports
+TensorFlow, or a thread) encodes one task's inputs and writes the shard itself
+(TFRecord framing and CRC-32C in :func:`write_tfrecord`, no TensorFlow needed) to
+``<name>.pending-<pid>``, renamed when complete; its statistics are saved in
+``.progress/`` just before the rename. Only the statistics go back to the
+builder, so the records never cross a process boundary. A re-run skips every shard whose file
 and statistics exist (and whose size matches), so an interrupted build resumes
 without losing or duplicating a shard. The manifest is written last, from the
 per-shard statistics, and has no time stamp: a resumed build writes the same
@@ -95,24 +97,11 @@ def _encode_one(args):
         return Skip("unreadable", str(item)[:200], str(e))
 
 
-def _encode_shards(pending: list[ShardTask], fn: str, options: dict, pool, n_workers: int, bar):
-    """Yield (task, results) in task order; inputs are encoded in parallel across
-    shards, a window of ``n_workers`` shards at a time (bounded memory)."""
-    window = max(1, n_workers)
-    for w in range(0, len(pending), window):
-        group = pending[w:w + window]
-        jobs = [(fn, options, it) for t in group for it in t.items]
-        if pool is None:
-            results = map(_encode_one, jobs)
-        else:
-            chunk = max(1, min(64, len(jobs) // (4 * n_workers)))
-            results = pool.imap(_encode_one, jobs, chunksize=chunk)
-        for t in group:
-            res = []
-            for _ in t.items:
-                res.append(next(results))
-                bar.update(1)
-            yield t, res
+def _build_shard(args) -> dict:
+    """Worker: encode one task's inputs, write its shard and statistics; return them."""
+    out, t, fn, options, builder_pid = args
+    results = [_encode_one((fn, options, it)) for it in t.items]
+    return _finish_shard(Path(out), t, results, builder_pid)
 
 
 def cpu_count() -> int:
@@ -128,10 +117,26 @@ def _pool(workers: int):
     import sys
     method = "fork" if "tensorflow" not in sys.modules else "forkserver"
     ctx = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["numpy", "cv2", "tf_cme.data.ferplus",
-                                    "tf_cme.data.emovox", "tf_cme.data.external"])
-    return ctx.Pool(workers)
+    if method == "fork":
+        return ctx.Pool(workers)
+    ctx.set_forkserver_preload(["numpy", "cv2", "tf_cme.data.ferplus",
+                                "tf_cme.data.emovox", "tf_cme.data.external"])
+    # A forkserver worker re-imports the parent's __main__ script before it runs
+    # anything (multiprocessing.spawn.prepare), and a script that imports TensorFlow
+    # costs each worker seconds. The workers resolve their encoder by name
+    # ("module:function"), so they never need __main__: hide its path while the
+    # pool starts its workers.
+    main = sys.modules.get("__main__")
+    hidden = {}
+    for attr in ("__file__", "__spec__"):
+        if main is not None and getattr(main, attr, None) is not None:
+            hidden[attr] = getattr(main, attr)
+            setattr(main, attr, None)
+    try:
+        return ctx.Pool(workers)
+    finally:
+        for attr, value in hidden.items():
+            setattr(main, attr, value)
 
 
 # --------------------------------------------------------------------- build
@@ -171,14 +176,19 @@ def _build_key(schema: schema_lib.Schema, config: dict, tasks: list[ShardTask], 
     return h.hexdigest()
 
 
-def _write_shard(path: Path, records: list[bytes]) -> int:
-    import tensorflow as tf
-    with atomic_path(path) as tmp:
-        with tf.io.TFRecordWriter(str(tmp)) as w:
-            for r in records:
-                w.write(r)
-        size = tmp.stat().st_size
-    return size
+def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes]) -> int:
+    """Write ``records`` as a TFRecord file (length, masked CRC-32C of the length,
+    data, masked CRC-32C of the data; the framing TensorFlow reads) without
+    TensorFlow; returns the file size."""
+    n = 0
+    with open(path, "wb") as f:
+        for r in records:
+            head = struct.pack("<Q", len(r))
+            f.write(head + struct.pack("<I", _masked_crc(head)))
+            f.write(r)
+            f.write(struct.pack("<I", _masked_crc(r)))
+            n += 16 + len(r)
+    return n
 
 
 def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[ShardTask], *,
@@ -225,7 +235,7 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
         _clear(out)
     prog.mkdir(parents=True, exist_ok=True)
     write_json(key_file, {"key": key, "schema": schema.name})
-    for stale in list(out.glob("*.tmp-*")) + list(out.glob("*.pending")):
+    for stale in list(out.glob("*.tmp-*")) + list(out.glob("*.pending*")):
         stale.unlink()                    # left by an interrupted build
 
     done: dict[str, dict] = {}
@@ -247,15 +257,19 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
     bar.update(sum(len(t.items) for t in tasks if t.name in done))
     pool = None
     try:
-        if n_workers > 1 and pending:
+        if n_workers > 1 and len(pending) > 1:
             if executor == "thread":
                 from multiprocessing.pool import ThreadPool
                 pool = ThreadPool(n_workers)
             else:
                 pool = _pool(n_workers)
         slow = float(os.environ.get("TF_CME_TEST_SHARD_DELAY", "0") or 0)  # tests: a build to kill
-        for t, res in _encode_shards(pending, encode_fn, options, pool, n_workers, bar):
-            done[t.name] = _finish_shard(out, t, res, schema)
+        jobs = [(str(out), t, encode_fn, options, os.getpid()) for t in pending]
+        # whole shards per worker, in any order: memory holds one shard per worker
+        results = map(_build_shard, jobs) if pool is None else pool.imap_unordered(_build_shard, jobs)
+        for stats in results:
+            done[stats["file"]] = stats
+            bar.update(stats["inputs"])
             if slow:
                 import time
                 time.sleep(slow)
@@ -281,7 +295,7 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
 
 
-def _finish_shard(out: Path, t: ShardTask, results: list, schema) -> dict:
+def _finish_shard(out: Path, t: ShardTask, results: list, builder_pid: int | None = None) -> dict:
     records, counts, skipped, skip_lines = [], Counter(), Counter(), []
     flat = []
     for r in results:
@@ -299,12 +313,27 @@ def _finish_shard(out: Path, t: ShardTask, results: list, schema) -> dict:
              "skipped": dict(skipped), "skipped_items": skip_lines}
     # the statistics first, then the shard: a shard file that exists is complete
     # and has its statistics (the size check catches a stale statistics file).
-    tmp_path = out / (t.name + ".pending")
-    size = _write_shard(tmp_path, records)
-    stats["bytes"] = size
-    write_json(out / PROGRESS / f"{t.name}.json", stats)
-    os.replace(tmp_path, out / t.name)
+    tmp_path = out / f"{t.name}.pending-{os.getpid()}"
+    try:
+        stats["bytes"] = write_tfrecord(tmp_path, records)
+        if builder_pid is not None and not _alive(builder_pid):
+            return stats           # an orphaned worker of a killed build: leave no trace
+        write_json(out / PROGRESS / f"{t.name}.json", stats)
+        os.replace(tmp_path, out / t.name)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
     return stats
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # pragma: no cover - someone else's process
+        return True
+    return True
 
 
 def _manifest(schema, tasks, done, pre_skipped, sources, config, extra) -> dict:
@@ -450,27 +479,11 @@ def verify(dir: str | os.PathLike, skip_corrupt: bool = False) -> dict:
     return {"shards": n_good, "examples": n_ex, "corrupt": bad}
 
 
-# CRC-32C (Castagnoli), masked as TFRecord does; pure Python, used only by
-# iter_records (tools and benchmark peers), never by the builders.
-def _crc_table():
-    poly, table = 0x82F63B78, []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ poly if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
+# CRC-32C (Castagnoli), masked as TFRecord does. google-crc32c is Google's C
+# implementation (hardware instructions where the CPU has them).
 def _crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    t = _CRC_TABLE
-    for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    import google_crc32c
+    return google_crc32c.value(data)
 
 
 def _masked_crc(data: bytes) -> int:
