@@ -250,3 +250,55 @@ def test_video_errors(tmp_path, videos):
     with pytest.raises(CmeError, match="no audio track"):
         V.read_video_audio(videos["30"])
     assert V.read_video(videos["30"]).audio is None
+
+
+def test_raw_video_build_with_mtcnn_and_haar(hopper, tmp_path):
+    """End to end: a talking-head video (Grace Hopper's portrait drifting across the
+    frame, a tone as audio) built into emovox records with each detector; every
+    sampled frame (25 fps, stride 6) gives a face_size crop whose face is centred."""
+    from tf_cme.data import emovox, pipelines
+
+    small = cv2.resize(hopper, (256, 300), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "vids" / "Person_A" / "talk.mp4"
+    path.parent.mkdir(parents=True)
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(32000) / 16000)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 320, 320, "yuv420p"
+        vs.options = {"crf": "18", "preset": "ultrafast"}
+        a = c.add_stream("aac", rate=16000, layout="mono")
+        for k in range(50):
+            img = np.full((320, 320, 3), 90, np.uint8)
+            img[10:310, 20 + k // 2:276 + k // 2] = small          # drifts 25 px to the right
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        for i in range(0, len(tone), 1024):
+            fr = av.AudioFrame.from_ndarray(tone[None, i:i + 1024].astype(np.float32),
+                                            format="fltp", layout="mono")
+            fr.sample_rate, fr.pts = 16000, i
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    for det in ("mtcnn", "haar"):
+        out = tmp_path / f"rec-{det}"
+        m = emovox.build(out, emovox.EmovoxBuildConfig(
+            videos=str(path.parent.parent), detector=det, face_size=160, workers=1))
+        assert m["splits"]["train"]["examples"] == 1 and m["skipped"] == {}
+        (clip,) = list(pipelines.clips_dataset(out))
+        assert clip["key"].numpy().decode() == "Person_A/talk/00001"
+        np.testing.assert_array_equal(clip["frame_index"].numpy(), np.arange(0, 50, 6))
+        assert 31000 <= clip["waveform"].shape[0] <= 33100
+        for jpg in clip["frames"].numpy():
+            crop = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+            assert crop.shape == (160, 160, 3)
+            (face,) = F.detect_faces(np.ascontiguousarray(crop), method="mtcnn")
+            cx, cy = face[0] + face[2] / 2, face[1] + face[3] / 2
+            # the face follows the drift: centred in every crop, filling a 1.6x-ish box
+            assert abs(cx - 80) < 8 and abs(cy - 80) < 16, (det, face)
+            assert 160 / 2.6 < face[2] < 160 / 1.6, (det, face)
+            if det == "mtcnn":                                         # aligned: eyes level
+                eyes = face.landmarks[:2]
+                assert abs(eyes[0, 1] - eyes[1, 1]) < 4
