@@ -28,7 +28,8 @@ CORE = [
 ]
 SERVING = ["tensorflow-serving-api>=2.17,<2.18", "grpcio"]
 BENCH = ["torch==2.13.0"]         # benchmark peers only; never a core dependency
-TEST = ["pytest", "hypothesis", "soundfile", "h5py"] + SERVING
+# jax: the student's front end and network are checked on Keras's JAX backend too
+TEST = ["pytest", "hypothesis", "soundfile", "h5py", "jax[cpu]"] + SERVING
 
 setup(
     name="tf-cme",

@@ -267,3 +267,47 @@ def test_distiller_bad_targets():
         d.train_step((x, {"label": tf.zeros((2,), tf.int32)}))
     with pytest.raises(CmeError, match="expected a Keras model"):
         Distiller(s, teacher=object())
+
+
+_JAX_CHILD = r"""
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np, keras
+from tf_cme.models.student import build_student
+assert keras.backend.backend() == "jax"
+m = build_student(width=0.125, dither=False, crop="bucket")
+m.load_weights(sys.argv[1])
+x = np.load(sys.argv[2])
+np.save(sys.argv[3], np.asarray(m(x, training=False)))
+spec = m.get_layer(index=1)(x)
+np.save(sys.argv[4], np.asarray(spec))
+"""
+
+
+def test_student_runs_on_the_jax_backend(tmp_path):
+    """The front end and the VGGVox student use keras.ops only (TF-only branches are
+    guarded), so the same weights give the same logits on Keras's JAX backend."""
+    import subprocess
+
+    from _proc import PY, env
+    from tf_cme.models.student import build_student
+    keras.utils.set_random_seed(0)
+    m = build_student(width=0.125, dither=False, crop="bucket")
+    m.save_weights(tmp_path / "w.weights.h5")
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(2, 16000 * 3)) * 0.1).astype("float32")
+    x[1, :8000] = 0.0                                           # a silent stretch too
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "child.py").write_text(_JAX_CHILD)
+    r = subprocess.run([PY, str(tmp_path / "child.py"), str(tmp_path / "w.weights.h5"),
+                        str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(tmp_path / "s.npy")],
+                       env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    want = m(x, training=False).numpy()
+    got = np.load(tmp_path / "y.npy")
+    assert got.shape == (2, 8)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    spec_tf = m.get_layer(index=1)(x).numpy()
+    spec_jax = np.load(tmp_path / "s.npy")
+    assert spec_jax.shape == spec_tf.shape == (2, 512, 200, 1)
+    assert np.abs(spec_jax - spec_tf).max() <= 1e-4 * np.abs(spec_tf).max()
