@@ -85,8 +85,12 @@ def stages() -> list[Stage]:
 #: The demo's small teacher and student (the real sizes are the scripts' defaults).
 #: Teacher: SE-ResNet-50 at 1/4 width on 48 px faces, flip-only augmentation (the
 #: SPEC's ±0.7 affine translations slow learning on tiny synthetic faces), a short
-#: two-step schedule. Student: VGGVox at 1/8 width, full 4.024 s crops, whole
-#: passes as mini-epochs, higher learning rate and weight decay than the original.
+#: two-step schedule. Student: VGGVox at 1/8 width, 2.015 s crops (200 frames) in
+#: batches of 16, whole passes as mini-epochs, higher learning rate and weight decay
+#: than the original. Half-length crops in half-size batches give four times as many
+#: updates for about the same compute; with 4.024 s crops in batches of 32 (180 steps)
+#: the student underfits its 288 tracks (train AUC about 0.85) and reaches only about
+#: 0.65 mean AUC on the unheard identities.
 _TEACHER_STUDENT_STAGES: list[Stage] = [
     Stage("teacher", (
         ("train_teacher.py", "--records", "{out}/records/ferplus", "--out", "{out}/teacher",
@@ -103,8 +107,8 @@ _TEACHER_STUDENT_STAGES: list[Stage] = [
     ), "the teacher's per-frame logits on every EmoVoxCeleb face frame"),
     Stage("student", (
         ("train_student.py", "--records", "{out}/labels", "--out", "{out}/student",
-         "--width", "0.125", "--crop-samples", "64384", "--batch-size", "32",
-         "--epoch-fraction", "1.0", "--mini-epochs", "20", "--lr", "0.03", "0.003",
+         "--width", "0.125", "--crop-samples", "32240", "--batch-size", "16",
+         "--epoch-fraction", "1.0", "--mini-epochs", "40", "--lr", "0.03", "0.003",
          "--set", "weight_decay=0.005"),
     ), "the speech student distilled from the teacher's logits (hot-cross-ent, T = 2)"),
 ]

@@ -355,16 +355,28 @@ def voxceleb_people(seed: int, n: int):
     return F.sample_identities(rng, n), V.sample_speakers(rng, n)
 
 
+#: Speech-to-noise ratio of the VoxCeleb tracks (dB): of a neutral voice, and the range
+#: every track is kept in once its emotion's loudness is added.
+SNR_NEUTRAL_DB = (6.0, 18.0)
+SNR_RANGE_DB = (5.0, 20.0)
+
+
 def synth_track_audio(seed: int, k: int, track: dict, spk: dict, rate: int = VOX_RATE,
                       snr_db: float | None = None, return_parts: bool = False):
     """Noisy speech (int16) of track number ``k``; with ``return_parts`` also the float
-    speech and noise that were mixed, and the SNR in dB."""
+    speech and noise that were mixed, and the SNR in dB.
+
+    The background of a recording does not change with the speaker's emotion: the noise
+    level is drawn relative to the speaker's neutral voice (``SNR_NEUTRAL_DB``), so loud
+    (angry, happy) speech stands out more from it and quiet (sad) speech less. The SNR
+    is kept within ``SNR_RANGE_DB``. An explicit ``snr_db`` is used as it is."""
     rng = _rng(seed, "voxceleb", 2, k)
-    if snr_db is None:
-        snr_db = float(rng.uniform(5.0, 20.0))
+    snr_neutral = float(rng.uniform(*SNR_NEUTRAL_DB))
     traj_t = np.arange(track["n_frames"]) * FRAME_STRIDE / VIDEO_FPS
-    speech, _ = V.synth_utterance(rng, spk, track["duration"], rate, traj_t,
-                                  track["labels"], track["intensity"])
+    speech, info = V.synth_utterance(rng, spk, track["duration"], rate, traj_t,
+                                     track["labels"], track["intensity"])
+    if snr_db is None:
+        snr_db = float(np.clip(snr_neutral + info["level_db"], *SNR_RANGE_DB))
     noise = V.background_noise(rng, len(speech), rate)
     mix, noise = V.mix_at_snr(speech, noise, snr_db)
     gain = 10 ** (rng.uniform(-4, 2) / 20)
@@ -621,7 +633,9 @@ the dominant emotion, sometimes a brief secondary one). The face frames show tha
 expression (mouth, eyes, brows); the voice carries it through prosody and voice quality
 (pitch level and range, speaking rate, loudness, spectral tilt, jitter, breathiness) of a
 source-filter synthesis with speaker-dependent pitch and formants, mixed with background
-noise at a speech-to-noise ratio between 5 and 20 dB.
+noise at a speech-to-noise ratio between 5 and 20 dB. The noise level of a recording is
+set against the speaker's neutral voice, so loud (angry, happy) speech stands out more
+from the background and quiet (sad) speech less.
 """
 
 

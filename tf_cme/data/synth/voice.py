@@ -90,7 +90,8 @@ def synth_utterance(rng: np.random.Generator, spk: dict, duration: float, sr: in
 
     ``traj_t`` [F] start times (s), ``traj_lab`` [F] FER+ indices, ``traj_int`` [F]
     intensities in [0, 1]. Returns ``(speech float64 [N], info dict)``; info has the
-    syllable onsets (s) and the mean f0 actually used.
+    syllable onsets (s), the mean f0 actually used and ``level_db``, the level of the
+    syllables relative to the speaker's neutral voice.
     """
     traj_t = np.asarray(traj_t, np.float64)
     traj_lab = np.asarray(traj_lab, np.int64)
@@ -188,7 +189,11 @@ def synth_utterance(rng: np.random.Generator, spk: dict, duration: float, sr: in
     speech = speech * SPEECH_LEVEL  # absolute level: loudness is an emotion cue
     loud = amp > 0.3
     mean_f0 = float(np.mean(f0[loud])) if np.any(loud) else spk["f0"]
-    return speech, {"onsets": onsets, "mean_f0": mean_f0}
+    # level of the voiced syllables relative to this speaker's neutral voice (dB): what
+    # the emotion and the speaking style add to the speech-to-noise ratio of a recording
+    level_db = (float(10 * np.log10(np.sum(durs * 10 ** (pros[:, 3] / 10)) / np.sum(durs)))
+                if nsyl else 0.0)
+    return speech, {"onsets": onsets, "mean_f0": mean_f0, "level_db": level_db}
 
 
 @functools.lru_cache(maxsize=256)
