@@ -566,4 +566,6 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
                          config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,
                          extra=extra, workers=cfg.workers, overwrite=overwrite,
                          desc="emovox", unit="clip",
-                         executor="process" if cfg.videos else "thread")
+                         # processes: the tree encoder is mostly Python (file lists,
+                         # protobuf chunks), so two threads were slower than one
+                         executor="process")

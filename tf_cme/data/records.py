@@ -425,27 +425,43 @@ def shard_files(dir: str | os.PathLike, split: str | None = None, manifest: dict
     return good, bad
 
 
-def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterable[bytes]:
-    """Read a TFRecord file with plain Python (length + CRC framing), naming the file on error."""
+def shard_index(path: str | os.PathLike, check_crc: bool = True):
+    """Read a whole TFRecord file with plain Python and check its framing and CRCs.
+
+    Returns ``(data, offsets, lengths)``: the file's bytes and, per record, where
+    its payload starts and how long it is (int64 arrays). A truncated file or a
+    bad checksum is a CmeError naming the file and the byte offset.
+    """
+    import numpy as np
     path = Path(path)
     with open(path, "rb") as f:
         data = f.read()
+    view = np.frombuffer(data, np.uint8)      # zero-copy slices for the CRC
+    offs, lens = [], []
     off, n = 0, len(data)
     while off < n:
         if off + 12 > n:
             raise CmeError(f"corrupt shard {path}: truncated record header at byte {off}")
         (length,) = struct.unpack_from("<Q", data, off)
-        if check_crc and struct.unpack_from("<I", data, off + 8)[0] != _masked_crc(data[off:off + 8]):
+        if check_crc and struct.unpack_from("<I", data, off + 8)[0] != _masked_crc(view[off:off + 8]):
             raise CmeError(f"corrupt shard {path}: bad length checksum at byte {off}")
         start = off + 12
         end = start + length
         if end + 4 > n:
             raise CmeError(f"corrupt shard {path}: truncated record at byte {off}")
-        rec = data[start:end]
-        if check_crc and struct.unpack_from("<I", data, end)[0] != _masked_crc(rec):
+        if check_crc and struct.unpack_from("<I", data, end)[0] != _masked_crc(view[start:end]):
             raise CmeError(f"corrupt shard {path}: bad data checksum in the record at byte {off}")
-        yield rec
+        offs.append(start)
+        lens.append(length)
         off = end + 4
+    return data, np.asarray(offs, np.int64), np.asarray(lens, np.int64)
+
+
+def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterable[bytes]:
+    """Read a TFRecord file with plain Python (length + CRC framing), naming the file on error."""
+    data, offs, lens = shard_index(path, check_crc)
+    for o, n in zip(offs.tolist(), lens.tolist()):
+        yield data[o:o + n]
 
 
 def verify(dir: str | os.PathLike, skip_corrupt: bool = False) -> dict:
