@@ -71,3 +71,24 @@ def test_opt_in_groups_run_only_when_named(trivial):
     assert "teacher-xla" not in default and {"records", "student", "teacher"} <= default
     named = harness.select(["teacher-xla"])
     assert named and {s.group for s in named} == {"teacher-xla"}
+
+
+def test_bench_script_runs_each_stage_in_a_fresh_process(repo_root, tmp_path):
+    """scripts/bench.py isolates stages (a peer's rate depends on the heap state that
+    earlier stages leave); the rows come back from the child processes intact."""
+    import subprocess
+    import sys
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(repo_root / "scripts" / "bench.py"), "--quick",
+                        "--repeats", "1", "--only", "load-wav-16k,resample-8k", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert sorted(x["stage"] for x in rows) == ["load-wav-16k", "resample-8k"]
+    for x in rows:
+        assert x["repeats"] == 1 and x["ours"] > 0 and x["peer"] > 0
+        assert x["ratio"] == pytest.approx(x["ours"] / x["peer"])
+    assert "load-wav-16k" in r.stdout and "ratio" in r.stdout
+    h = subprocess.run([sys.executable, str(repo_root / "scripts" / "bench.py"), "--help"],
+                       capture_output=True, text=True)
+    assert "--in-process" in h.stdout and "--row-out" not in h.stdout

@@ -6,7 +6,10 @@ and ``peer`` callables (each does the work once and returns the number of units
 it processed), the peer's name and the cores each side may use. The harness
 warms both up once, then times ``repeats`` rounds of ours then peer, A B A B ...,
 so that drift on a shared machine hits both; rates are units per second
-(higher is better), reported as medians, also per core. ``bench.json`` is a list
+(higher is better), reported as medians, also per core. ``scripts/bench.py`` runs
+each stage in a fresh Python process, as pyperf runs its benchmarks: a Python peer's
+rate was seen to move by up to 2x with the heap state that earlier stages left behind
+(glibc's adaptive mmap threshold). ``bench.json`` is a list
 of rows ``{"stage", "unit", "ours", "peer", "peer_name", "ratio", ...}`` with
 ``ratio = ours / peer``.
 """
@@ -147,8 +150,26 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
+def _run_isolated(st: Stage, workdir: Path, repeats: int, quick: bool) -> dict:
+    """Run one stage in a fresh interpreter and return its row."""
+    import subprocess
+    row_file = workdir / f"row-{st.name}.json"
+    cmd = [sys.executable, "-m", "tf_cme.benchmarks.harness", "--stage", st.name,
+           "--workdir", str(workdir), "--repeats", str(repeats), "--row-out", str(row_file)]
+    if quick:
+        cmd.append("--quick")
+    r = subprocess.run(cmd)
+    if r.returncode != 0 or not row_file.exists():
+        raise RuntimeError(f"bench stage {st.name} failed in its process (exit {r.returncode})")
+    return json.loads(row_file.read_text())
+
+
 def run(only: list[str] | None = None, repeats: int = 5, out: str | None = "bench.json",
-        quick: bool = False, workdir: str | None = None, echo=print) -> list[dict]:
+        quick: bool = False, workdir: str | None = None, echo=print,
+        isolate: bool = False) -> list[dict]:
+    """Run the selected stages; ``isolate``: each stage in a fresh Python process
+    (``scripts/bench.py`` does so unless ``--in-process``), so that no stage's rates
+    depend on which stages ran before it in the same process."""
     discover()
     stages = select(only)
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tf-cme-bench-"))
@@ -157,7 +178,8 @@ def run(only: list[str] | None = None, repeats: int = 5, out: str | None = "benc
     try:
         for st in stages:
             echo(f"[bench] {st.name} ({st.group}) ...")
-            rows.append(run_stage(st, ctx))
+            rows.append(_run_isolated(st, tmp, repeats, quick) if isolate
+                        else run_stage(st, ctx))
             if out:             # an interrupted bench keeps the rows it finished
                 from ..utils import write_json
                 write_json(out, rows)
@@ -182,8 +204,20 @@ def main(argv=None) -> int:
                     help="timed repeats of each side, interleaved A B A B (default 5)")
     ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run)")
     ap.add_argument("--list", action="store_true", help="list the stages and exit")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every stage in this process (default: each stage in a fresh "
+                         "process; a stage's rates, the Python peers' above all, can depend "
+                         "on what earlier stages left in the process's heap)")
+    ap.add_argument("--stage", help=argparse.SUPPRESS)        # child: one stage
+    ap.add_argument("--workdir", help=argparse.SUPPRESS)
+    ap.add_argument("--row-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     discover()
+    if args.stage:                                            # a child of _run_isolated
+        ctx = Context(workdir=Path(args.workdir), repeats=args.repeats, quick=args.quick)
+        row = run_stage(REGISTRY[args.stage], ctx)
+        Path(args.row_out).write_text(json.dumps(row))
+        return 0
     if args.list:
         for s in sorted(REGISTRY.values(), key=lambda s: (s.group, s.name)):
             print(f"{s.group:12s} {s.name:24s} {s.unit}")
@@ -193,5 +227,12 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
-    run(args.only, repeats=args.repeats, out=args.out or None, quick=args.quick)
+    run(args.only, repeats=args.repeats, out=args.out or None, quick=args.quick,
+        isolate=not args.in_process)
     return 0
+
+
+if __name__ == "__main__":
+    # run as -m: the stage modules register with tf_cme.benchmarks.harness, not __main__
+    from tf_cme.benchmarks import harness as _canonical
+    sys.exit(_canonical.main())
