@@ -3,9 +3,10 @@
 Each stage runs the project's real command-line scripts, in order, and writes
 under ``OUT/<stage>/`` (ARCHITECTURE.md: ``runs/demo/{corpus,records,teacher,
 labels,student,eval,external,export,report}/``). A stage that finishes writes
-``OUT/<stage>/.complete``; a second ``make demo`` skips complete stages, and a
-stage that runs again invalidates every stage after it: their folders are removed
-and rebuilt. A stage interrupted half-way (no ``.complete``) resumes where it
+``OUT/<stage>/.complete`` with the commands it ran; a second ``make demo`` skips
+complete stages whose commands are unchanged (a stage whose commands changed, e.g.
+after an upgrade, runs again from scratch), and a stage that runs again invalidates
+every stage after it: their folders are removed and rebuilt. A stage interrupted half-way (no ``.complete``) resumes where it
 stopped, since every script it runs is resumable. Wall times go to
 ``OUT/timings.json``.
 
@@ -146,28 +147,33 @@ def run(out: str | os.PathLike = "runs/demo", only: list[str] | None = None,
     t_all = time.perf_counter()
     for stage in all_stages:
         marker = out / stage.name / MARKER
+        commands = [[script, *_expand(tuple(args), out)] for script, *args in stage.commands]
         selected = not only or stage.name in only
         if not selected:
             if invalidated and marker.exists():
                 marker.unlink()          # its input changed: the next make demo re-runs it
             continue
-        if marker.exists() and not force and not invalidated:
+        changed = marker.exists() and read_json(marker).get("commands") != commands
+        if marker.exists() and not force and not invalidated and not changed:
             print(f"[{stage.name}] complete, skipped ({timings.get(stage.name, 0):.0f} s "
                   f"when it ran)", flush=True)
             continue
+        if changed and not force and not invalidated:
+            print(f"[{stage.name}] its commands differ from the ones that made "
+                  f"{out / stage.name} (another tf-cme version?): running it again", flush=True)
         print(f"[{stage.name}] {stage.description}", flush=True)
-        if (invalidated or force) and (out / stage.name).exists():
+        if (invalidated or force or changed) and (out / stage.name).exists():
             # its inputs changed (or --force): start afresh instead of resuming
             shutil.rmtree(out / stage.name)
         elif marker.exists():
             marker.unlink()
         t0 = time.perf_counter()
-        for script, *args in stage.commands:
-            _run_command(script, _expand(tuple(args), out))
+        for script, *args in commands:
+            _run_command(script, args)
         seconds = time.perf_counter() - t0
         timings[stage.name] = round(seconds, 2)
         write_json(timings_path, timings)
-        write_json(marker, {"seconds": round(seconds, 2),
+        write_json(marker, {"seconds": round(seconds, 2), "commands": commands,
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
         invalidated = True      # every later stage depends on this one's output
