@@ -369,14 +369,13 @@ def crop_and_aggregate(waveform, logits, seed, crop_samples=CROP_SAMPLES, agg="m
             aggregate_logits(logits, start, crop_samples, agg), start)
 
 
-def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP_SAMPLES,
-                              agg="max"):
-    """Batched :func:`crop_and_aggregate` on parsed records, without decoding whole clips.
+def crop_batch(audio, num_samples, seed, crop_samples=CROP_SAMPLES):
+    """SPEC §3.1 random crops of a batch of parsed records, decoding only the cropped
+    bytes (``tf.strings.substr`` then ``decode_raw`` with zero padding).
 
-    ``audio`` [B] int16 PCM strings, ``num_samples`` [B], ``logits`` a ragged
-    [B, None] float tensor (F_i x 8 flattened per clip). Only the cropped bytes are
-    decoded (``tf.strings.substr`` then ``decode_raw`` with zero padding). Returns
-    ``(waveforms [B, crop], aggregated [B, 8], starts [B])``.
+    ``audio`` [B] int16 PCM strings, ``num_samples`` [B]; the starts are drawn from the
+    stateless ``seed`` as :func:`crop_start` draws them. Returns ``(waveforms [B, crop],
+    starts [B])``.
     """
     n = tf.minimum(tf.cast(num_samples, tf.int64), schema_lib.MAX_SAMPLES)
     b = tf.shape(n)[0]
@@ -388,7 +387,20 @@ def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP
     piece = tf.strings.substr(audio, 2 * start, 2 * take)
     wave = tf.io.decode_raw(piece, tf.int16, little_endian=True, fixed_length=2 * crop_samples)
     wave = tf.cast(wave, tf.float32) * (1.0 / 32768.0)      # exact: a power of two
-    wave = tf.ensure_shape(wave, [None, crop_samples])
+    return tf.ensure_shape(wave, [None, crop_samples]), start
+
+
+def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP_SAMPLES,
+                              agg="max"):
+    """Batched :func:`crop_and_aggregate` on parsed records, without decoding whole clips.
+
+    ``audio`` [B] int16 PCM strings, ``num_samples`` [B], ``logits`` a ragged
+    [B, None] float tensor (F_i x 8 flattened per clip); the crops are
+    :func:`crop_batch`'s. Returns
+    ``(waveforms [B, crop], aggregated [B, 8], starts [B])``.
+    """
+    wave, start = crop_batch(audio, num_samples, seed, crop_samples)
+    b = tf.shape(start)[0]
     # logits: rows per clip, as flat rows with their clip ids
     vals = tf.reshape(logits.flat_values, [-1, emotions.NUM_CLASSES])
     rows_per_clip = tf.cast(logits.row_lengths(), tf.int64) // emotions.NUM_CLASSES
@@ -406,6 +418,19 @@ def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP
         cnt = tf.math.unsorted_segment_sum(tf.cast(sel, tf.float32), clip_of_row, b)
         out = tot / tf.maximum(cnt, 1.0)[:, None]
     return wave, tf.ensure_shape(out, [None, emotions.NUM_CLASSES]), start
+
+
+def _clip_batches(dir, split, *, batch_size, seed, training, repeat, input_context,
+                  skip_corrupt, shuffle_buffer):
+    """Serialized emovox records in batches, as the distillation pipelines read them:
+    shuffled (seeded) and without the last partial batch when ``training``."""
+    ds, _ = _records(dir, split, schema_lib.EMOVOX_SCHEMA.name, shuffle_files=training,
+                     seed=seed, input_context=input_context, skip_corrupt=skip_corrupt)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(_batch_size(batch_size, input_context), drop_remainder=training)
 
 
 def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0, agg="max",
@@ -431,15 +456,11 @@ def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0
     if not m.get("labelled"):
         raise CmeError(f"{dir}: emovox records without teacher logits; label them first "
                        f"(scripts/label_faces.py) or build with --logits-mat")
-    ds, _ = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
-                     input_context=input_context, skip_corrupt=skip_corrupt)
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    ds = _clip_batches(dir, split, batch_size=batch_size, seed=seed, training=training,
+                       repeat=repeat, input_context=input_context, skip_corrupt=skip_corrupt,
+                       shuffle_buffer=shuffle_buffer)
     spec = {k: v for k, v in sch.feature_spec(ragged=True).items()
             if k in ("audio", "num_samples", "logits")}
-    ds = ds.batch(_batch_size(batch_size, input_context), drop_remainder=training)
 
     def parse(serialized, sd):
         ex = tf.io.parse_example(serialized, spec)
@@ -549,9 +570,9 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
 
     The crops are exactly those of :func:`distill_dataset` for the same records, seed
     and batch position (the same stateless seed [seed, batch number] through
-    :func:`crop_and_aggregate_batch`). ``frames[b, :n_b]`` are the face frames whose
-    rows overlap crop ``b`` (:func:`logit_rows`; rows = frames in order), decoded as
-    labelling decodes them (JPEG -> RGB, centre crop ``crop_fraction``, resized to
+    :func:`crop_batch`, as :func:`crop_and_aggregate_batch`). ``frames[b, :n_b]`` are
+    the face frames whose rows overlap crop ``b`` (:func:`logit_rows`; rows = frames
+    in order), decoded as labelling decodes them (JPEG -> RGB, centre crop ``crop_fraction``, resized to
     ``image_size``, uint8); ``frame_mask[b, j]`` is ``j < n_b``, the rest is zero
     padding. ``K`` = :func:`frames_per_crop` (or ``max_frames``, at least that) keeps
     the shapes static. The teacher and the aggregation over the valid frames
@@ -571,15 +592,11 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
     sch = schema_lib.EMOVOX_SCHEMA
     m = records.read_manifest(dir, expect_schema=sch.name)
     _require_frames(dir, m, split)
-    ds, _ = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
-                     input_context=input_context, skip_corrupt=skip_corrupt)
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    ds = _clip_batches(dir, split, batch_size=batch_size, seed=seed, training=training,
+                       repeat=repeat, input_context=input_context, skip_corrupt=skip_corrupt,
+                       shuffle_buffer=shuffle_buffer)
     spec = {k_: v for k_, v in sch.feature_spec(ragged=True).items()
             if k_ in ("key", "audio", "num_samples", "frames")}
-    ds = ds.batch(_batch_size(batch_size, input_context), drop_remainder=training)
 
     def decode(jpg):
         return center_crop_resize(tf.io.decode_jpeg(jpg, channels=3), (h, w), crop_fraction)
@@ -587,12 +604,7 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
     def parse(serialized, sd):
         ex = tf.io.parse_example(serialized, spec)
         b = tf.shape(ex["num_samples"], out_type=tf.int64)[0]
-        # the crop starts of distill_dataset: its function, with one dummy logit row per clip
-        dummy = tf.RaggedTensor.from_row_lengths(
-            tf.zeros([b * emotions.NUM_CLASSES]), tf.fill([b], tf.constant(
-                emotions.NUM_CLASSES, tf.int64)))
-        wave, _, start = crop_and_aggregate_batch(ex["audio"], ex["num_samples"], dummy, sd,
-                                                  crop_samples)
+        wave, start = crop_batch(ex["audio"], ex["num_samples"], sd, crop_samples)  # as distill_dataset
         frames = ex["frames"]
         nf = tf.cast(frames.row_lengths(), tf.int64)
         check = tf.debugging.Assert(
