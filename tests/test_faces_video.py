@@ -161,18 +161,27 @@ def test_mtcnn_landmarks_and_alignment(hopper):
 
 # ---------------------------------------------------------------------------------- video
 
-def _write_video(path, n_frames, fps, audio=None, vcodec="libx264"):
+def _binary_frame(k):
     """Frame k shows k in binary as 6 black / white 8x8 blocks (readable after lossy coding)."""
+    img = np.full((32, 48, 3), 128, np.uint8)
+    for bit in range(6):
+        img[8:16, 8 * bit:8 * bit + 8] = 235 if (k >> bit) & 1 else 16
+    return img
+
+
+def _write_video(path, n_frames, fps, audio=None, vcodec="libx264", frame=_binary_frame,
+                 crf="0"):
+    """``n_frames`` images ``frame(k)`` (RGB uint8, even sides) at ``fps``, with an AAC
+    16 kHz mono track of ``audio`` when given."""
+    h, w = frame(0).shape[:2]
     with av.open(str(path), "w") as c:
         vs = c.add_stream(vcodec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 48, 32, "yuv420p"
-        vs.options = {"crf": "0", "preset": "ultrafast"} if vcodec == "libx264" else {"qscale": "1"}
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"crf": crf, "preset": "ultrafast"} if vcodec == "libx264" else {"qscale": "1"}
         if audio is not None:
             a = c.add_stream("aac", rate=16000, layout="mono")
         for k in range(n_frames):
-            img = np.full((32, 48, 3), 128, np.uint8)
-            for bit in range(6):
-                img[8:16, 8 * bit:8 * bit + 8] = 235 if (k >> bit) & 1 else 16
+            img = frame(k)
             for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in vs.encode():
@@ -262,26 +271,13 @@ def test_raw_video_build_with_mtcnn_and_haar(hopper, tmp_path):
     path = tmp_path / "vids" / "Person_A" / "talk.mp4"
     path.parent.mkdir(parents=True)
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(32000) / 16000)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 320, 320, "yuv420p"
-        vs.options = {"crf": "18", "preset": "ultrafast"}
-        a = c.add_stream("aac", rate=16000, layout="mono")
-        for k in range(50):
-            img = np.full((320, 320, 3), 90, np.uint8)
-            img[10:310, 20 + k // 2:276 + k // 2] = small          # drifts 25 px to the right
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        for i in range(0, len(tone), 1024):
-            fr = av.AudioFrame.from_ndarray(tone[None, i:i + 1024].astype(np.float32),
-                                            format="fltp", layout="mono")
-            fr.sample_rate, fr.pts = 16000, i
-            for p in a.encode(fr):
-                c.mux(p)
-        for p in a.encode():
-            c.mux(p)
+
+    def drifting(k):                                  # drifts 25 px to the right
+        img = np.full((320, 320, 3), 90, np.uint8)
+        img[10:310, 20 + k // 2:276 + k // 2] = small
+        return img
+
+    _write_video(path, 50, 25, audio=tone, frame=drifting, crf="18")
     for det in ("mtcnn", "haar"):
         out = tmp_path / f"rec-{det}"
         m = emovox.build(out, emovox.EmovoxBuildConfig(

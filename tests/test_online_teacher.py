@@ -3,16 +3,15 @@ Distiller's frozen teacher give the targets of the offline labels (label_faces.p
 distill_dataset); fit moves the student only; bad input is a clear CmeError."""
 from __future__ import annotations
 
-import io
 import json
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_cme.benchmarks.records import jpeg, write_wav
 from tf_cme.utils import CmeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,13 +20,6 @@ import _student_records as recs  # noqa: E402
 SIZE = 32          # the tiny teacher's input size
 CROP = 17760       # 1.11 s crops: at most 6 frame rows each
 FOREIGN = "angry,disgust,fear,happy,sad,surprise,neutral"   # FER2013 order, no contempt
-
-
-def _jpeg(rgb) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +34,14 @@ def records(tmp_path_factory) -> Path:
               (2.2, 10, 2), (1.8, 8, 2)]
     for t, (seconds, n_frames, code) in enumerate(tracks):
         ident = f"Synth_Person_{t % 3:03d}"
-        path = root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes(rng.normal(0, 2000, int(16000 * seconds)).astype(np.int16).tobytes())
+        write_wav(root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav",
+                  rng.normal(0, 2000, int(16000 * seconds)).astype(np.int16))
         fdir = root / "frames" / ident / "1.6" / "vid0001" / f"{t + 1:05d}"
         fdir.mkdir(parents=True, exist_ok=True)
         for k in range(n_frames):   # smooth random faces: the teacher's logits vary per frame
             small = rng.integers(0, 256, (6, 6, 3)).astype(np.uint8)
             img = np.kron(small, np.ones((8, 8, 1), np.uint8))
-            (fdir / f"{6 * k:05d}.jpg").write_bytes(_jpeg(img))
+            (fdir / f"{6 * k:05d}.jpg").write_bytes(jpeg(img, quality=95))
         lines.append(f"{code} {ident}/vid0001/{t + 1:05d}.wav {ident}/1.6/vid0001/{t + 1:05d}")
     (root / "splits.txt").write_text("\n".join(lines) + "\n")
     emovox.build(root / "rec", emovox.EmovoxBuildConfig(root=str(root), shard_size=2, workers=1))

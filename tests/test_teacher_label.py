@@ -2,25 +2,17 @@
 foreign teachers mapped into FER+ order by name, the §7.2 histogram."""
 from __future__ import annotations
 
-import io
 import json
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tf_cme import emotions
+from tf_cme.benchmarks.records import jpeg, write_wav
 from tf_cme.utils import CmeError
 
 SIZE = 32
-
-
-def _jpeg(rgb) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +25,13 @@ def emovox_records(tmp_path_factory) -> Path:
     for t, (ident, n_frames, code) in enumerate([("Synth_Person_001", 5, 1),
                                                  ("Synth_Person_002", 3, 2),
                                                  ("Synth_Person_001", 4, 3)]):
-        wav = root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav"
-        wav.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes((rng.normal(0, 2000, 16000 * 2)).astype(np.int16).tobytes())
+        write_wav(root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav",
+                  rng.normal(0, 2000, 16000 * 2).astype(np.int16))
         fdir = root / "frames" / ident / "1.6" / "vid0001" / f"{t + 1:05d}"
         fdir.mkdir(parents=True, exist_ok=True)
         for k in range(n_frames):
             img = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
-            data = _jpeg(img)
+            data = jpeg(img, quality=95)
             if t == 0 and k == 2:
                 data = b"\xff\xd8 this is not a jpeg"
             (fdir / f"{6 * k:05d}.jpg").write_bytes(data)
