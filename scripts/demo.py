@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme import demo  # noqa: E402
+from tf_cme.demo import stages as demo  # noqa: E402
 from tf_cme.utils import run_main  # noqa: E402
 
 

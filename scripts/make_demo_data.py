@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate the synthetic demo corpus in the on-disk formats of FER+, VoxCeleb/EmoVoxCeleb,
-RML and raw talking-face videos (see tf_cme/data/demo_corpus.py)."""
+RML and raw talking-face videos (see tf_cme/demo/corpus.py)."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    from tf_cme.data import demo_corpus
+    from tf_cme.demo import corpus as demo_corpus
     cfg = config.resolve_or_exit(demo_corpus.DemoCorpusConfig, args,
                                  explicit={"seed": args.seed, "size": args.size})
     if args.workers is not None and args.workers < 1:

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """``make_demo_data --size tiny --seed 0`` output, shared by every test (read-only)."""
-    from tf_cme.data import demo_corpus as dc
+    from tf_cme.demo import corpus as dc
     out = tmp_path_factory.mktemp("corpus") / "demo"
     dc.generate(out, seed=0, size="tiny")
     return out

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from tf_cme import emotions
-from tf_cme.data import demo_corpus as dc
-from tf_cme.data.synth import voice as V
+from tf_cme.demo import corpus as dc
+from tf_cme.demo.synth import voice as V
 from tf_cme.utils import CmeError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tf_cme import demo
+from tf_cme.demo import stages as demo
 
 
 def _stages(arg_b: str, arg_a: str = "1"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tf_cme.evaluation import external, roc
+from tf_cme.evaluation import external
+from tf_cme.metrics import classification, roc
 from tf_cme.utils import CmeError
 
 
@@ -88,14 +89,14 @@ def test_per_emotion_roc_and_mean_auc():
 
 
 def test_accuracy_confusion_row_normalise():
-    assert roc.accuracy([0, 1, 2, 2], [0, 2, 2, 2]) == 0.75
-    cm = roc.confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], 4)
+    assert classification.accuracy([0, 1, 2, 2], [0, 2, 2, 2]) == 0.75
+    cm = classification.confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2], 4)
     assert cm.tolist() == [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 2, 0], [0, 0, 0, 0]]
-    rn = roc.row_normalise(cm)
+    rn = classification.row_normalise(cm)
     assert rn[3].tolist() == [0, 0, 0, 0] and np.isfinite(rn).all()
     np.testing.assert_allclose(rn.sum(1), [1, 1, 1, 0])
     with pytest.raises(ValueError, match="outside"):
-        roc.confusion_matrix([0, 5], [0, 0], 3)
+        classification.confusion_matrix([0, 5], [0, 0], 3)
 
 
 def test_bad_inputs():
@@ -171,7 +172,7 @@ def test_fit_logistic_binary_and_missing_classes():
     assert layer.weights.shape == (2, 6)
     pred = layer.predict(x)
     assert set(pred.tolist()) <= {1, 4}
-    assert roc.accuracy(y, pred) > 0.8
+    assert classification.accuracy(y, pred) > 0.8
     single = external.fit_logistic(x, np.full(40, 2), 6)
     assert set(single.predict(x).tolist()) == {2}
 
@@ -187,7 +188,7 @@ def test_cross_validation_on_informative_features():
     assert r.mean == pytest.approx(np.mean(r.fold_accuracies))
     assert r.std == pytest.approx(np.std(r.fold_accuracies))
     assert r.mean > 0.6
-    assert roc.accuracy(y, r.predictions) == pytest.approx(np.trace(r.confusion) / n)
+    assert classification.accuracy(y, r.predictions) == pytest.approx(np.trace(r.confusion) / n)
     # fold accuracies recomputed by hand from the held-out predictions
     for acc, idx in zip(r.fold_accuracies, external.fold_indices(n, 10, 0)):
         assert acc == pytest.approx(np.mean(r.predictions[idx] == y[idx]))

@@ -16,7 +16,10 @@ import pytest
 from PIL import Image
 
 from tf_cme import emotions
-from tf_cme.evaluation import roc, student_eval
+from tf_cme.data import schema
+from tf_cme.evaluation import student_eval
+from tf_cme.metrics import roc
+from tf_cme.metrics.classification import softmax
 from tf_cme.utils import CmeError
 
 
@@ -141,8 +144,8 @@ def test_evaluate_student(evaluated):
     assert m["skipped"] == {}
     p = np.load(exp / "eval" / "predictions.npz")
     assert p["student_logits"].shape == (13, 8)
-    probs = roc.softmax(p["student_logits"])
-    for split, code in roc.SPLIT_SETS.items():
+    probs = softmax(p["student_logits"])
+    for split, code in schema.SPLIT_SETS.items():
         sel = p["set"] == code
         counts = m["teacher_label_counts"][split]
         assert sum(counts.values()) == m["tracks"][split]

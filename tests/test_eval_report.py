@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from tf_cme import emotions
-from tf_cme.evaluation import plots, report, roc
+from tf_cme.data import schema
+from tf_cme.evaluation import report
+from tf_cme.metrics import classification, plots, roc
 from tf_cme.utils import CmeError, write_json
 
 
@@ -47,7 +49,7 @@ def test_figures_are_real_pngs(tmp_path):
                                splits=["train", "heard"])
     img = _check_png(grid)
     assert img.size[1] > 300
-    cm = roc.row_normalise(rng.integers(0, 10, (6, 6)))
+    cm = classification.row_normalise(rng.integers(0, 10, (6, 6)))
     _check_png(plots.plot_confusion(cm, list(emotions.RML), tmp_path / "cm.png"))
     _check_png(plots.plot_bars({"random": 0.17, "student": 0.4}, errors={"student": 0.05},
                                reference=1 / 6, title="acc"))
@@ -82,13 +84,13 @@ def make_experiment(root):
     write_json(root / "student" / "config.json", {"model": "emovoxceleb-student"})
     ev = root / "eval"
     auc, mean = {}, {}
-    for split in roc.SPLITS:
+    for split in schema.EMOVOX_SPLITS:
         labels = rng.integers(0, 5, 40)
         res = roc.per_emotion_roc(labels, rng.dirichlet(np.ones(8), 40), split=split)
         auc[split] = {e: r.to_json() for e, r in res.items()}
         mean[split] = roc.mean_auc(res)
     write_json(ev / "metrics.json", {"auc": auc, "mean_auc": mean, "ignore": list(
-        roc.DEFAULT_IGNORE), "tracks": {s: 40 for s in roc.SPLITS}, "skipped": {}})
+        roc.DEFAULT_IGNORE), "tracks": {s: 40 for s in schema.EMOVOX_SPLITS}, "skipped": {}})
     (ev / "figures").mkdir(parents=True)
     plots.plot_bars({"a": 0.5}, ev / "figures" / "roc-grid.png")
     g = ev / "gallery"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_cme.benchmarks.records import jpeg, write_wav
+from tf_cme.audio.io import write_wav
+from tf_cme.demo.files import jpeg
 from tf_cme.utils import CmeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,7 +36,7 @@ def records(tmp_path_factory) -> Path:
     for t, (seconds, n_frames, code) in enumerate(tracks):
         ident = f"Synth_Person_{t % 3:03d}"
         write_wav(root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav",
-                  rng.normal(0, 2000, int(16000 * seconds)).astype(np.int16))
+                  rng.normal(0, 2000, int(16000 * seconds)).astype(np.int16), 16000)
         fdir = root / "frames" / ident / "1.6" / "vid0001" / f"{t + 1:05d}"
         fdir.mkdir(parents=True, exist_ok=True)
         for k in range(n_frames):   # smooth random faces: the teacher's logits vary per frame

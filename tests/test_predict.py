@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from tf_cme import emotions, prediction
-from tf_cme.serving.testing import make_tiny_runs
+from tf_cme.demo.runs import make_tiny_runs
 
 RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = {"wav": ("WAV", "PCM_16"), "ogg": ("OGG", "VORBIS"), "flac": ("FLAC", "PCM_16"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tf_cme import emotions
-from tf_cme.benchmarks.records import write_wav
+from tf_cme.audio.io import write_wav
 from tf_cme.data import emovox, external, pipelines, records, schema
 from tf_cme.utils import CmeError
 
@@ -64,7 +64,7 @@ def test_external_layouts(tmp_path):
     rml = tmp_path / "rml"
     for subset, sp, name in [("rml-1", "s1", "an1"), ("rml-1", "s2", "ha3"),
                              ("rml-2", "s6", "su2")]:
-        write_wav(rml / subset / sp / "english" / f"{name}.wav", tone())
+        write_wav(rml / subset / sp / "english" / f"{name}.wav", tone(), 16000)
     m = external.build(tmp_path / "r1", external.ExternalBuildConfig(root=str(rml), workers=1))
     assert m["layout"] == "rml" and m["dataset"] == "rml"
     assert {s: v["examples"] for s, v in m["splits"].items()} == {"rml-1": 2, "rml-2": 1}
@@ -74,16 +74,16 @@ def test_external_layouts(tmp_path):
     assert got["rml-1/s1/english/an1.wav"] == (0, emotions.index("anger"), "s1")
     assert got["rml-2/s6/english/su2.wav"] == (5, emotions.index("surprise"), "s6")
     ent = tmp_path / "ent"
-    write_wav(ent / "subject-3" / "fear" / "sentence 1" / "s3_fe_1.wav", tone())
-    write_wav(ent / "subject-40" / "sadness" / "sentence 2" / "s40_sa_2.wav", tone())
+    write_wav(ent / "subject-3" / "fear" / "sentence 1" / "s3_fe_1.wav", tone(), 16000)
+    write_wav(ent / "subject-40" / "sadness" / "sentence 2" / "s40_sa_2.wav", tone(), 16000)
     m = external.build(tmp_path / "r2", external.ExternalBuildConfig(root=str(ent), workers=1))
     assert m["layout"] == "enterface"
     assert {s: v["examples"] for s, v in m["splits"].items()} == {"train": 1, "val": 1}
     # manifest with a split column, a missing file counted, an unknown label an error
     man = tmp_path / "man"
-    write_wav(man / "a.wav", tone())
-    write_wav(man / "b.wav", np.zeros(100, np.int16))
-    write_wav(man / "d.wav", np.zeros(0, np.int16))
+    write_wav(man / "a.wav", tone(), 16000)
+    write_wav(man / "b.wav", np.zeros(100, np.int16), 16000)
+    write_wav(man / "d.wav", np.zeros(0, np.int16), 16000)
     (man / "manifest.csv").write_text("path,label,speaker,split\na.wav,happy,x,f1\n"
                                       "b.wav,sad,y,f2\nc.wav,fear,z,f2\nd.wav,angry,z,f2\n")
     m = external.build(tmp_path / "r3", external.ExternalBuildConfig(root=str(man), workers=1))

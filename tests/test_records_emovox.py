@@ -10,8 +10,10 @@ import pytest
 import tensorflow as tf
 
 from tf_cme import emotions
-from tf_cme.benchmarks.records import jpeg, make_voxceleb_tree, write_wav
-from tf_cme.data import emovox, labelled, mat_fixtures, pipelines, records, schema
+from tf_cme.audio.io import write_wav
+from tf_cme.demo.files import jpeg, make_voxceleb_tree
+from tf_cme.data import emovox, labelled, pipelines, records, schema
+from tf_cme.demo import files as mat_fixtures
 from tf_cme.utils import CmeError
 
 
@@ -71,13 +73,13 @@ def test_bad_inputs_are_counted(tree, tmp_path):
     w = [root / "wav" / e[1] for e in entries]
     w[0].unlink()                                                  # missing audio
     w[1].write_bytes(b"RIFF....WAVEjunk" * 4)                      # unreadable audio
-    write_wav(w[2], np.zeros(16000, np.int16))                     # all-zero audio
+    write_wav(w[2], np.zeros(16000, np.int16), 16000)                  # all-zero audio
     shutil.rmtree(root / "frames" / entries[3][2])                 # track without frames
     for p in (root / "frames" / entries[4][2]).glob("*.jpg"):      # empty frames folder
         p.unlink()
     # a 44.1 kHz stereo wav is resampled and down-mixed
     rng = np.random.default_rng(0)
-    write_wav(w[5], (rng.normal(size=(44100, 2)) * 1000).astype(np.int16).reshape(-1), 44100, 2)
+    write_wav(w[5], (rng.normal(size=(44100, 2)) * 1000).astype(np.int16), 44100)
     m = emovox.build(tmp_path / "rec", emovox.EmovoxBuildConfig(root=str(root), workers=1))
     assert m["skipped"] == {"missing_audio": 1, "unreadable_audio": 1, "silent_audio": 1,
                             "no_frames": 2}
@@ -95,7 +97,8 @@ def test_bad_inputs_are_counted(tree, tmp_path):
 def test_clamped_at_19_9_seconds(tmp_path):
     root = tmp_path / "long"
     rng = np.random.default_rng(1)
-    write_wav(root / "wav" / "P/v/00001.wav", (rng.normal(size=20 * 16000) * 999).astype(np.int16))
+    write_wav(root / "wav" / "P/v/00001.wav", (rng.normal(size=20 * 16000) * 999).astype(np.int16),
+              16000)
     (root / "frames" / "P/1.6/v/00001").mkdir(parents=True)
     (root / "frames" / "P/1.6/v/00001/00000.jpg").write_bytes(jpeg(np.zeros((8, 8, 3), np.uint8)))
     (root / "splits.txt").write_text("2 P/v/00001.wav P/1.6/v/00001\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tf_cme.benchmarks.records import make_fer_csvs, write_fer_csvs
+from tf_cme.demo.files import make_fer_csvs, write_fer_csvs
 from tf_cme.data import ferplus, pipelines, records
 from tf_cme.utils import CmeError
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tf_cme import emotions
 from tf_cme.serving import export as ex
-from tf_cme.serving.testing import TINY_CALIBRATION_CLASSES, make_tiny_runs
+from tf_cme.demo.runs import TINY_CALIBRATION_CLASSES, make_tiny_runs
 
 
 @pytest.fixture(scope="session")

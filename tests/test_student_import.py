@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _np_frontend as ref  # noqa: E402
 
-from tf_cme.models.matconvnet import write_dagnn_mat  # noqa: E402
+from tf_cme.demo.files import write_dagnn_mat  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 1 / 16

@@ -12,7 +12,8 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 import _np_resnet as ref  # noqa: E402
 from tf_cme.models import resnet
 from tf_cme.models.importers import import_weights
-from tf_cme.models.matconvnet import read_dagnn, write_dagnn_mat
+from tf_cme.demo.files import write_dagnn_mat
+from tf_cme.models.matconvnet import read_dagnn
 from tf_cme.utils import CmeError
 
 WIDTH, SIZE = 0.0625, 40

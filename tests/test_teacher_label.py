@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tf_cme import emotions
-from tf_cme.benchmarks.records import jpeg, write_wav
+from tf_cme.audio.io import write_wav
+from tf_cme.demo.files import jpeg
 from tf_cme.utils import CmeError
 
 SIZE = 32
@@ -26,7 +27,7 @@ def emovox_records(tmp_path_factory) -> Path:
                                                  ("Synth_Person_002", 3, 2),
                                                  ("Synth_Person_001", 4, 3)]):
         write_wav(root / "wav" / ident / "vid0001" / f"{t + 1:05d}.wav",
-                  rng.normal(0, 2000, 16000 * 2).astype(np.int16))
+                  rng.normal(0, 2000, 16000 * 2).astype(np.int16), 16000)
         fdir = root / "frames" / ident / "1.6" / "vid0001" / f"{t + 1:05d}"
         fdir.mkdir(parents=True, exist_ok=True)
         for k in range(n_frames):

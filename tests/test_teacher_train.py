@@ -16,7 +16,8 @@ WIDTH, SIZE = 0.0625, 32
 @pytest.fixture(scope="module")
 def fer_records(tmp_path_factory) -> Path:
     """A small FER+ record set built from demo-generator CSVs (real formats)."""
-    from tf_cme.data import demo_corpus as dc, ferplus
+    from tf_cme.data import ferplus
+    from tf_cme.demo import corpus as dc
     root = tmp_path_factory.mktemp("fer")
     dc.write_ferplus(root, 160, seed=0)
     ferplus.build(root / "rec", ferplus.FerplusBuildConfig(

@@ -337,7 +337,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
 
 def teacher_stats(counts: dict, path, title: str = "") -> Path:
     """SPEC §7.2: histogram of the per-frame dominant emotion, FER+ order, log y-axis."""
-    from .evaluation.plots import plot_histogram
+    from .metrics.plots import plot_histogram
     ordered = {name: int(counts.get(name, 0)) for name in emotions.FERPLUS}
     plot_histogram(ordered, path=path, title=title, ylabel="Number of frames", log=True)
     return Path(path)

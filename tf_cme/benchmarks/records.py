@@ -14,8 +14,7 @@ on the same data in one process:
   random 4.024 s crop and max-over-frames logit aggregation, batching; peer: the
   same in NumPy.
 
-The data generators here (:func:`make_fer_csvs`, :func:`make_voxceleb_tree`) are
-also used by the tests.
+The data comes from the fixture writers of :mod:`tf_cme.demo.files`.
 """
 from __future__ import annotations
 
@@ -23,100 +22,12 @@ import csv
 import io
 import pickle
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
 
+from ..demo.files import make_fer_csvs, make_voxceleb_tree
 from .harness import Pair, stage
-
-VOTE_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                "contempt", "unknown", "NF"]
-USAGES = ["Training", "PublicTest", "PrivateTest"]
-
-
-# ------------------------------------------------------------------ data
-def write_fer_csvs(dir, fer_rows: list, new_rows: list) -> tuple[Path, Path]:
-    """Write ``fer2013.csv`` rows ``(emotion, pixels, usage)`` and ``fer2013new.csv``
-    rows ``(usage, image name, 10 votes)``."""
-    d = Path(dir)
-    d.mkdir(parents=True, exist_ok=True)
-    a, b = d / "fer2013.csv", d / "fer2013new.csv"
-    with open(a, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["emotion", "pixels", "Usage"])
-        w.writerows(fer_rows)
-    with open(b, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["Usage", "Image name"] + VOTE_COLUMNS)
-        w.writerows(new_rows)
-    return a, b
-
-
-def make_fer_csvs(dir, n: int, seed: int = 0, votes=None):
-    """``n`` random faces; every row keeps under CNTK unless ``votes`` are given."""
-    rng = np.random.default_rng(seed)
-    fer, new = [], []
-    for i in range(n):
-        usage = USAGES[i % 3]
-        pix = " ".join(map(str, rng.integers(0, 256, 2304)))
-        fer.append([int(rng.integers(0, 7)), pix, usage])
-        if votes is None:
-            v = [0] * 10
-            a, b = rng.choice(8, 2, replace=False)
-            v[a], v[b] = 7, 3
-        else:
-            v = list(votes[i])
-        new.append([usage, f"fer{i:07d}.png"] + v)
-    return write_fer_csvs(dir, fer, new)
-
-
-def write_wav(path, x_int16: np.ndarray, rate: int = 16000, channels: int = 1) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(x_int16, dtype="<i2").tobytes())
-    return path
-
-
-def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return buf.tobytes()
-
-
-def make_voxceleb_tree(root, n_tracks: int, seed: int = 0, seconds=(3.0, 5.0),
-                       image: int = 64, sets=(1, 1, 2, 3)) -> list[tuple[int, str, str]]:
-    """A VoxCeleb-layout tree: wav/, frames/ (one JPEG every 6 frames of 25 fps over
-    the clip), splits.txt. Returns the split entries."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    entries = []
-    for i in range(n_tracks):
-        ident = f"Person_{i % 3:03d}"
-        video = f"vid{i:04d}"
-        utt = f"{i % 5 + 1:05d}"
-        secs = float(rng.uniform(*seconds))
-        n = int(secs * 16000)
-        x = (rng.normal(size=n) * 3000).clip(-32768, 32767).astype(np.int16)
-        wav_rel = f"{ident}/{video}/{utt}.wav"
-        write_wav(root / "wav" / wav_rel, x)
-        frames_rel = f"{ident}/1.6/{video}/{utt}"
-        fdir = root / "frames" / frames_rel
-        fdir.mkdir(parents=True, exist_ok=True)
-        n_frames = int(secs * 25) // 6 + 1
-        base = rng.integers(0, 256, (image, image, 3)).astype(np.uint8)
-        for k in range(n_frames):
-            img = np.roll(base, k, axis=1)
-            (fdir / f"{6 * k:05d}.jpg").write_bytes(jpeg(img))
-        entries.append((sets[i % len(sets)], wav_rel, frames_rel))
-    (root / "splits.txt").write_text("".join(f"{s} {w} {f}\n" for s, w, f in entries))
-    return entries
-
 
 # ------------------------------------------------------------- peers
 def _peer_ferplus(fer_csv, new_csv, out):

@@ -299,26 +299,6 @@ def _mat_num(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def _h5_value(f, obj):
-    import h5py
-    if isinstance(obj, h5py.Group):
-        return {k: _h5_value(f, obj[k]) for k in obj.keys() if not k.startswith("#")}
-    cls = obj.attrs.get("MATLAB_class", b"")
-    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-    data = obj[()]
-    if cls == "cell" or (isinstance(data, np.ndarray) and data.dtype == object):
-        refs = np.asarray(data).T.reshape(-1)       # MATLAB column-major
-        return [_h5_value(f, f[r]) for r in refs]
-    if cls == "char":
-        if obj.attrs.get("MATLAB_empty", 0):
-            return ""
-        return "".join(chr(int(c)) for c in np.asarray(data).T.reshape(-1))
-    if obj.attrs.get("MATLAB_empty", 0):
-        return np.zeros((0,))
-    a = np.asarray(data)
-    return a.T if a.ndim >= 2 else a
-
-
 def load_imdb(path) -> dict:
     """Read ``senet50-ferplus-logits.mat`` (v5 via scipy.io, v7.3 via h5py).
 
@@ -332,8 +312,8 @@ def load_imdb(path) -> dict:
     import h5py
     try:
         if h5py.is_hdf5(str(path)):
-            with h5py.File(str(path), "r") as f:
-                top = {k: _h5_value(f, f[k]) for k in f.keys() if not k.startswith("#")}
+            from ..matfile import read_mat73
+            top = read_mat73(path)
         else:
             import scipy.io
             top = scipy.io.loadmat(str(path), simplify_cells=True)
@@ -573,7 +553,7 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
     if labelled:
         extra["teacher"] = {"name": "senet50-ferplus", "source": Path(cfg.logits_mat).name}
     return records.build(out_dir, schema_lib.EMOVOX_SCHEMA, tasks,
-                         encode_fn="tf_cme.data.emovox:encode_track", options=options,
+                         encode_fn=encode_track, options=options,
                          config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,
                          extra=extra, workers=cfg.workers, overwrite=overwrite,
                          desc="emovox", unit="clip",

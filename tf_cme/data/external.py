@@ -190,7 +190,7 @@ def encode_clip(item, *, base: str, dataset: str, max_seconds: float = 0.0):
 def build(out_dir, cfg: ExternalBuildConfig, overwrite: bool = False) -> dict:
     tasks, sources, options, extra = plan(cfg)
     return records.build(out_dir, schema_lib.EXTERNAL_SCHEMA, tasks,
-                         encode_fn="tf_cme.data.external:encode_clip", options=options,
+                         encode_fn=encode_clip, options=options,
                          config=dataclasses.asdict(cfg), sources=sources, extra=extra,
                          workers=cfg.workers, overwrite=overwrite, desc="external", unit="clip",
                          executor="thread")

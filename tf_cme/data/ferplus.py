@@ -249,7 +249,7 @@ def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False) -> dict:
         raise CmeError(f"unknown FER+ variant {cfg.variant!r}; choose one of {', '.join(VARIANTS)}")
     tasks, pre, sources = plan(cfg.fer_csv, cfg.ferplus_csv, cfg.variant, cfg.shard_size)
     return records.build(
-        out_dir, schema_lib.FERPLUS_SCHEMA, tasks, encode_fn="tf_cme.data.ferplus:encode_row",
+        out_dir, schema_lib.FERPLUS_SCHEMA, tasks, encode_fn=encode_row,
         config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,
         extra={"variant": cfg.variant, "image_size": [schema_lib.FER_SIZE, schema_lib.FER_SIZE, 1],
                "image_encoding": PNG_ENCODING,

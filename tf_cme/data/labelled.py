@@ -95,7 +95,7 @@ def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: 
     try:
         return records.build(
             dst_dir, schema_lib.EMOVOX_SCHEMA, tasks,
-            encode_fn="tf_cme.data.labelled:label_shard",
+            encode_fn=label_shard,
             options={"keep_frames": bool(keep_frames)}, local_options={"logits": logits},
             key_extra=_logits_digest(logits), config={"src_dir": str(src_dir), "teacher": teacher},
             sources={"records manifest": records.file_sha256(Path(src_dir) / records.MANIFEST)},

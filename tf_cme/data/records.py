@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import multiprocessing as mp
 import os
@@ -83,16 +82,16 @@ def chunk(split: str, items: Sequence, shard_size: int, start: int = 0) -> list[
 
 
 # ------------------------------------------------------------------- workers
-def _resolve(fn: str) -> Callable:
-    mod, name = fn.rsplit(":", 1)
-    return getattr(importlib.import_module(mod), name)
+def encoder_name(fn: Callable) -> str:
+    """``"module:function"`` of an encoder (what the build key records)."""
+    return f"{fn.__module__}:{fn.__qualname__}"
 
 
 def _encode_one(args):
     """Worker: encode one input (a CmeError becomes a counted skip)."""
     fn, options, item = args
     try:
-        return _resolve(fn)(item, **options)
+        return fn(item, **options)
     except CmeError as e:
         return Skip("unreadable", str(item)[:200], str(e))
 
@@ -111,7 +110,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _pool(workers: int):
+def _pool(workers: int, encode_fn: Callable):
     # Workers must not inherit TensorFlow's threads: fork only while TF is not
     # loaded in this process, otherwise start them from a clean fork server.
     import sys
@@ -119,12 +118,11 @@ def _pool(workers: int):
     ctx = mp.get_context(method)
     if method == "fork":
         return ctx.Pool(workers)
-    ctx.set_forkserver_preload(["numpy", "cv2", "tf_cme.data.ferplus",
-                                "tf_cme.data.emovox", "tf_cme.data.external"])
+    ctx.set_forkserver_preload(["numpy", "cv2", encode_fn.__module__])
     # A forkserver worker re-imports the parent's __main__ script before it runs
     # anything (multiprocessing.spawn.prepare), and a script that imports TensorFlow
-    # costs each worker seconds. The workers resolve their encoder by name
-    # ("module:function"), so they never need __main__: hide its path while the
+    # costs each worker seconds. The encoder is a module-level function (pickled by
+    # reference to its module), so the workers never need __main__: hide its path while the
     # pool starts its workers.
     main = sys.modules.get("__main__")
     hidden = {}
@@ -164,11 +162,12 @@ def listing_sha256(root: str | os.PathLike, paths: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def _build_key(schema: schema_lib.Schema, config: dict, tasks: list[ShardTask], fn: str,
+def _build_key(schema: schema_lib.Schema, config: dict, tasks: list[ShardTask], fn: Callable,
                options: dict) -> str:
     h = hashlib.sha256()
     config = {k: v for k, v in config.items() if k not in ("workers",)}
-    h.update(json.dumps([schema.name, schema.version, config, fn, options], sort_keys=True,
+    h.update(json.dumps([schema.name, schema.version, config, encoder_name(fn), options],
+                        sort_keys=True,
                         default=str).encode())
     for t in tasks:
         h.update(f"{t.name}:{len(t.items)}:".encode())
@@ -192,14 +191,15 @@ def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes]) -> int:
 
 
 def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[ShardTask], *,
-          encode_fn: str, options: dict | None = None, config: dict | None = None,
+          encode_fn: Callable, options: dict | None = None, config: dict | None = None,
           sources: dict | None = None, pre_skipped: list[Skip] | None = None,
           extra: dict | None = None, workers: int = 0, overwrite: bool = False,
           desc: str = "records", unit: str = "input", local_options: dict | None = None,
           key_extra: str = "", executor: str = "process") -> dict:
     """Write ``tasks`` as shards of ``schema`` records under ``out_dir``; return the manifest.
 
-    ``encode_fn`` ("module:function") turns one input into :class:`Encoded` or
+    ``encode_fn`` (a module-level function, so that worker processes can unpickle it by
+    reference) turns one input into :class:`Encoded` or
     :class:`Skip`; it is called as ``encode_fn(item, **options)`` in worker
     processes (``workers`` = 0: every available core; 1: in this process).
     ``pre_skipped`` are inputs the caller dropped before encoding (counted too).
@@ -262,7 +262,7 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
                 from multiprocessing.pool import ThreadPool
                 pool = ThreadPool(n_workers)
             else:
-                pool = _pool(n_workers)
+                pool = _pool(n_workers, encode_fn)
         slow = float(os.environ.get("TF_CME_TEST_SHARD_DELAY", "0") or 0)  # tests: a build to kill
         jobs = [(str(out), t, encode_fn, options, os.getpid()) for t in pending]
         # whole shards per worker, in any order: memory holds one shard per worker

@@ -319,6 +319,8 @@ SCHEMAS: dict[str, Schema] = {s.name: s for s in (FERPLUS_SCHEMA, EMOVOX_SCHEMA,
 #: VoxCeleb set codes (SPEC §2.2) and their split names.
 SET_NAMES = {1: "train", 2: "unheard", 3: "heard"}
 SPLIT_SETS = {v: k for k, v in SET_NAMES.items()}
+#: The EmoVoxCeleb partitions in the order evaluations report them.
+EMOVOX_SPLITS: tuple[str, ...] = ("train", "heard", "unheard")
 #: FER2013 Usage column -> split name.
 FER_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 

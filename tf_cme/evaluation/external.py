@@ -37,8 +37,8 @@ import numpy as np
 
 from .. import emotions
 from ..utils import CmeError, progress, write_json
-from . import plots
-from . import roc as roc_lib
+from ..metrics import classification as cls_lib
+from ..metrics import plots
 
 
 @dataclasses.dataclass
@@ -171,7 +171,7 @@ class CvResult:
         return {"accuracy_mean": self.mean, "accuracy_std": self.std,
                 "fold_accuracies": self.fold_accuracies.tolist(),
                 "confusion": self.confusion.tolist(),
-                "confusion_normalised": roc_lib.row_normalise(self.confusion).tolist(),
+                "confusion_normalised": cls_lib.row_normalise(self.confusion).tolist(),
                 "classes": list(class_names), "folds_not_converged": self.not_converged}
 
 
@@ -197,8 +197,8 @@ def cross_validate(features, labels, num_classes: int, folds: int = 10, seed: in
         not_conv += int(not layer.converged)
         p = layer.predict(x[test])
         preds[test] = p
-        accs[k] = roc_lib.accuracy(y[test], p)
-        cm += roc_lib.confusion_matrix(y[test], p, num_classes)
+        accs[k] = cls_lib.accuracy(y[test], p)
+        cm += cls_lib.confusion_matrix(y[test], p, num_classes)
     return CvResult(accs, cm, preds, not_conv)
 
 
@@ -349,7 +349,7 @@ def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
         visual = {"status": "done", "clips": int(tok.sum()), "teacher": str(tpath)}
 
     figs = out / "figures"
-    plots.plot_confusion(roc_lib.row_normalise(student.confusion), classes,
+    plots.plot_confusion(cls_lib.row_normalise(student.confusion), classes,
                          figs / "confusion-student.png",
                          title=f"{dataset}: student logits + logistic layer "
                                f"({cfg.folds}-fold, {student.mean:.3f})")

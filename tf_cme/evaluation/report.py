@@ -32,8 +32,8 @@ import numpy as np
 
 from .. import emotions
 from ..utils import CmeError, read_json, write_bytes_atomic, write_json
-from . import plots
-from . import roc as roc_lib
+from ..data.schema import EMOVOX_SPLITS
+from ..metrics import plots
 
 PARTS = ("teacher", "labels", "student", "eval", "external")
 
@@ -303,7 +303,7 @@ def _auc_rows(ev: dict) -> list[list[str]]:
     ignore = set(ev.get("ignore", []))
     for emo in emotions.FERPLUS:
         row = [emo + (" (ignored)" if emo in ignore else "")]
-        for s in roc_lib.SPLITS:
+        for s in EMOVOX_SPLITS:
             r = ev.get("auc", {}).get(s, {}).get(emo)
             if r is None:
                 row.append("n/a")
@@ -312,8 +312,8 @@ def _auc_rows(ev: dict) -> list[list[str]]:
             else:
                 row.append(f"{r['auc']:.3f} ({r['positives']})")
         rows.append(row)
-    rows.append(["mean"] + [_f(ev.get("mean_auc", {}).get(s)) for s in roc_lib.SPLITS])
-    rows.append(["tracks"] + [str(ev.get("tracks", {}).get(s, 0)) for s in roc_lib.SPLITS])
+    rows.append(["mean"] + [_f(ev.get("mean_auc", {}).get(s)) for s in EMOVOX_SPLITS])
+    rows.append(["tracks"] + [str(ev.get("tracks", {}).get(s, 0)) for s in EMOVOX_SPLITS])
     return rows
 
 
@@ -412,7 +412,7 @@ def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict)
                   "label (argmax of the per-emotion max over all face frames of a track); in "
                   "brackets the number of tracks with that label. The mean is over emotions "
                   "that occur and are not ignored (SPEC §7.1).")
-        page.table(["emotion"] + list(roc_lib.SPLITS), _auc_rows(ev))
+        page.table(["emotion"] + list(EMOVOX_SPLITS), _auc_rows(ev))
         if ev.get("skipped"):
             page.para("Skipped tracks: " + ", ".join(f"{k}: {v}" for k, v in ev["skipped"].items()))
         for name, cap in (("roc-grid", "student ROC curves, per emotion and split"),

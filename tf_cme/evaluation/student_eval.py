@@ -41,8 +41,9 @@ from .. import emotions
 from ..audio.io import write_wav
 from ..data import schema as schema_lib
 from ..utils import CmeError, progress, write_bytes_atomic, write_json
-from . import plots
-from . import roc as roc_lib
+from ..metrics import plots
+from ..metrics import roc as roc_lib
+from ..metrics.classification import softmax
 
 #: SPEC §3.1: "no clip is longer than this" (19.9 s at 16 kHz).
 MAX_SAMPLES = 318_400
@@ -201,7 +202,7 @@ class _Gallery:
     def offer(self, key: str, split: str, waveform, frame_logits, frames, frame_times):
         if self.k <= 0 or frame_logits.shape[0] == 0:
             return
-        probs = roc_lib.softmax(frame_logits)                  # [F, 8]
+        probs = softmax(frame_logits)                  # [F, 8]
         for c in range(len(emotions.FERPLUS)):
             f = int(np.argmax(probs[:, c]))
             conf = float(probs[f, c])
@@ -267,7 +268,7 @@ class _Gallery:
                     write_wav(out / f"{stem}.wav", item["_wav"], SAMPLE_RATE)
                     entry["audio"] = f"{stem}.wav"
                 logits = student_logits.get(item["key"])
-                entry["student_probs"] = (roc_lib.softmax(logits).tolist()
+                entry["student_probs"] = (softmax(logits).tolist()
                                           if logits is not None else None)
                 entries.append(entry)
         write_json(out / "gallery.json", {"classes": list(emotions.FERPLUS),
@@ -434,13 +435,13 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     s_logits = np.stack([student[k] for k in keys]).astype(np.float32)
     t_max = np.stack([info[k]["teacher_max"] for k in keys]).astype(np.float32)
     t_label = np.array([info[k]["teacher_label"] for k in keys], np.int32)
-    probs = roc_lib.softmax(s_logits)
+    probs = softmax(s_logits)
 
     results: dict[str, dict[str, roc_lib.RocResult]] = {}
     mean_aucs: dict[str, float | None] = {}
     tracks: dict[str, int] = {}
     label_counts: dict[str, dict[str, int]] = {}
-    for split, code in roc_lib.SPLIT_SETS.items():
+    for split, code in schema_lib.SPLIT_SETS.items():
         sel = sets == code
         tracks[split] = int(sel.sum())
         label_counts[split] = {e: int(np.sum(t_label[sel] == c))
@@ -451,12 +452,12 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     # figures
     figs = out / "figures"
     panels = ({(split, emo): figs / f"roc-{emo}-{split}.png"
-               for split in roc_lib.SPLITS for emo in emotions.FERPLUS}
+               for split in schema_lib.EMOVOX_SPLITS for emo in emotions.FERPLUS}
               if cfg.per_split_figures else None)
     plots.plot_roc_grid(results, figs / "roc-grid.png", emotions_order=list(emotions.FERPLUS),
-                        splits=list(roc_lib.SPLITS), panel_paths=panels,
+                        splits=list(schema_lib.EMOVOX_SPLITS), panel_paths=panels,
                         title="student ROC per emotion and split (tracks: " + ", ".join(
-                            f"{s} {tracks[s]}" for s in roc_lib.SPLITS) + ")")
+                            f"{s} {tracks[s]}" for s in schema_lib.EMOVOX_SPLITS) + ")")
     plots.plot_histogram({e: int(np.sum(t_label == c)) for c, e in enumerate(emotions.FERPLUS)},
                          figs / "teacher-labels.png", title="teacher labels (all tracks)",
                          ylabel="tracks", log=True)
@@ -464,7 +465,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     # TensorBoard
     tb = out / "tensorboard"
     curves = {}
-    for split, code in roc_lib.SPLIT_SETS.items():
+    for split, code in schema_lib.SPLIT_SETS.items():
         sel = sets == code
         if not sel.any():
             continue
@@ -507,7 +508,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
 
 def format_table(metrics: dict) -> str:
     """The AUC table (emotion x split) as fixed-width text."""
-    splits = list(roc_lib.SPLITS)
+    splits = list(schema_lib.EMOVOX_SPLITS)
     lines = [f"{'emotion':<10} " + " ".join(f"{s:>16}" for s in splits)]
     for emo in emotions.FERPLUS:
         row = []

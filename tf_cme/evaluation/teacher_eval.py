@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import emotions
 from ..runs import Run
-from ..training.teacher import confusion, make_predict_fn, predict_split, recall_per_class
+from ..metrics.classification import confusion_matrix, recall_per_class
+from ..training.teacher import make_predict_fn, predict_split
 from ..utils import CmeError
 
 
@@ -24,7 +25,7 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
     ``<split>_examples``) and ``figures/confusion-<split>.png`` into ``out_dir``."""
     from ..data import records as records_lib
     from ..models.io import load_model
-    from .plots import plot_confusion
+    from ..metrics.plots import plot_confusion
 
     manifest = records_lib.read_manifest(records, expect_schema="ferplus")
     missing = [s for s in splits if s not in manifest["splits"]]
@@ -43,7 +44,7 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
         logits, labels, _ = predict_split(model, records, split, batch_size=batch_size,
                                           predict_fn=predict_fn)
         preds = logits.argmax(-1) if len(logits) else np.zeros((0,), np.int64)
-        cm = confusion(labels, preds)
+        cm = confusion_matrix(labels, preds, emotions.NUM_CLASSES)
         acc = float((preds == labels).mean()) if len(labels) else None
         out[f"{split}_accuracy"] = acc
         out[f"{split}_examples"] = int(len(labels))

@@ -1,4 +1,5 @@
-"""Reading (and, for tests, writing) MatConvNet DagNN ``.mat`` files.
+"""Reading MatConvNet DagNN ``.mat`` files (fixtures in the same format are written by
+:func:`tf_cme.demo.files.write_dagnn_mat`).
 
 A DagNN saved with ``net.saveobj()`` holds the fields ``params`` (struct array:
 ``name``, ``value``, ...), ``layers`` (struct array: ``name``, ``type``, ``inputs``,
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import CmeError, atomic_path
+from ..matfile import h5_value
+from ..utils import CmeError
 
 
 @dataclasses.dataclass
@@ -140,35 +142,6 @@ def _v5_layers(layers) -> list[dict]:
 
 # --------------------------------------------------------------------------- v7.3 (HDF5)
 
-def _h5_value(f, obj):
-    import h5py
-    if isinstance(obj, h5py.Group):
-        fields = [k for k in obj.keys() if not k.startswith("#")]
-        if not fields:
-            return {}
-        first = obj[fields[0]]
-        is_array = (isinstance(first, h5py.Dataset) and first.dtype == h5py.ref_dtype
-                    and first.attrs.get("MATLAB_class", b"") in (b"", "")
-                    and all(isinstance(obj[k], h5py.Dataset) for k in fields))
-        if is_array:      # struct array: every field a dataset of references
-            n = obj[fields[0]].size
-            cols = {k: [_h5_value(f, f[r]) for r in obj[k][()].ravel(order="F")]
-                    for k in fields}
-            return [{k: cols[k][i] for k in fields} for i in range(n)]
-        return {k: _h5_value(f, obj[k]) for k in fields}
-    cls = obj.attrs.get("MATLAB_class", b"")
-    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-    if obj.attrs.get("MATLAB_empty", 0):
-        return "" if cls == "char" else np.zeros((0,))
-    data = obj[()]
-    if cls == "cell" or obj.dtype == h5py.ref_dtype:
-        return [_h5_value(f, f[r]) for r in np.asarray(data).T.ravel(order="C")]
-    if cls == "char":
-        return "".join(chr(c) for c in np.asarray(data).T.ravel())
-    arr = np.asarray(data)
-    return arr.T if arr.ndim > 1 else arr
-
-
 def _h5_read(path: Path):
     import h5py
     try:
@@ -179,9 +152,9 @@ def _h5_read(path: Path):
         root = f["net"] if "params" not in f and "net" in f else f
         if "params" not in root:
             raise CmeError(f"{path}: no 'params' in the file (not a DagNN)")
-        params = _h5_value(f, root["params"])
-        layers = _h5_value(f, root["layers"]) if "layers" in root else []
-        meta = _h5_value(f, root["meta"]) if "meta" in root else {}
+        params = h5_value(f, root["params"])
+        layers = h5_value(f, root["layers"]) if "layers" in root else []
+        meta = h5_value(f, root["meta"]) if "meta" in root else {}
     if isinstance(params, dict):
         params = [params]
     out = {}
@@ -223,105 +196,3 @@ def read_dagnn(path: str | os.PathLike) -> DagNN:
     meta = _mat_plain(raw_meta) if raw_meta is not None else {}
     return DagNN(_v5_params(path, raw_params), _v5_layers(raw_layers),
                  meta if isinstance(meta, dict) else {}, path)
-
-
-def _struct_array(records: list[dict], fields: list[str]) -> np.ndarray:
-    arr = np.zeros((1, len(records)), dtype=[(f, object) for f in fields])
-    for i, rec in enumerate(records):
-        for f in fields:
-            arr[0, i][f] = rec.get(f, np.zeros((0, 0)))
-    return arr
-
-
-def _cellstr(items) -> np.ndarray:
-    c = np.empty((1, len(items)), dtype=object)
-    for i, s in enumerate(items):
-        c[0, i] = s
-    return c
-
-
-def write_dagnn_mat(path: str | os.PathLike, params: dict, layers: list[dict] | None = None,
-                    meta: dict | None = None, *, version: str = "5") -> Path:
-    """Write a DagNN ``.mat`` in the model-zoo layout (top-level ``params``, ``layers``,
-    ``meta``). ``version`` is ``"5"`` (scipy) or ``"7.3"`` (HDF5 via h5py). Used by tests
-    to make files in the real format; values are stored as single precision."""
-    path = Path(path)
-    layers = layers or []
-    meta = meta or {}
-    precs = [{"name": k, "value": np.asarray(v, dtype=np.float32),
-              "learningRate": np.float64(1), "weightDecay": np.float64(1),
-              "trainMethod": "gradient"} for k, v in params.items()]
-    lrecs = [{"name": l["name"], "type": l.get("type", ""),
-              "inputs": list(l.get("inputs", [])), "outputs": list(l.get("outputs", [])),
-              "params": list(l.get("params", [])), "block": dict(l.get("block", {}))}
-             for l in layers]
-    with atomic_path(path) as tmp:
-        if version == "7.3":
-            _write_h5(tmp, precs, lrecs, meta)
-        elif version == "5":
-            import scipy.io
-            for l in lrecs:
-                for k in ("inputs", "outputs", "params"):
-                    l[k] = _cellstr(l[k])
-            data = {
-                "params": _struct_array(precs, ["name", "value", "learningRate",
-                                                "weightDecay", "trainMethod"]),
-                "layers": _struct_array(lrecs, ["name", "type", "inputs", "outputs",
-                                                "params", "block"]),
-                "meta": meta,
-                "vars": _struct_array([], ["name"]),
-            }
-            with open(tmp, "wb") as fh:
-                scipy.io.savemat(fh, data, format="5", do_compression=False)
-        else:
-            raise ValueError(f"version must be '5' or '7.3', got {version!r}")
-    return path
-
-
-def _write_h5(path: Path, params: list[dict], layers: list[dict], meta: dict) -> None:
-    """A MATLAB-v7.3-style HDF5 file: 512-byte user block, struct arrays as groups of
-    reference datasets into ``#refs#``, arrays stored transposed, char as uint16."""
-    import h5py
-    counter = [0]
-
-    def put_ref(f, value) -> Any:
-        counter[0] += 1
-        name = f"#refs#/r{counter[0]}"
-        if isinstance(value, str):
-            codes = np.array([ord(c) for c in value], dtype=np.uint16).reshape(-1, 1)
-            if codes.size == 0:
-                ds = f.create_dataset(name, data=np.zeros(2, dtype=np.uint64))
-                ds.attrs["MATLAB_empty"] = np.uint8(1)
-            else:
-                ds = f.create_dataset(name, data=codes)
-            ds.attrs["MATLAB_class"] = np.bytes_("char")
-        elif isinstance(value, (list, tuple)):
-            refs = np.array([put_ref(f, v) for v in value], dtype=h5py.ref_dtype)
-            ds = f.create_dataset(name, data=refs.reshape(-1, 1) if len(value) else
-                                  np.zeros(2, dtype=np.uint64))
-            ds.attrs["MATLAB_class"] = np.bytes_("cell")
-            if not len(value):
-                ds.attrs["MATLAB_empty"] = np.uint8(1)
-        else:
-            arr = np.atleast_2d(np.asarray(value))
-            ds = f.create_dataset(name, data=arr.T)
-            ds.attrs["MATLAB_class"] = np.bytes_(
-                "single" if arr.dtype == np.float32 else "double")
-        return ds.ref
-
-    with h5py.File(path, "w", userblock_size=512) as f:
-        f.create_group("#refs#")
-        for var, recs, fields in (("params", params, ["name", "value"]),
-                                  ("layers", layers, ["name", "type", "inputs", "outputs",
-                                                      "params"])):
-            g = f.create_group(var)
-            g.attrs["MATLAB_class"] = np.bytes_("struct")
-            for fld in fields:
-                refs = np.array([put_ref(f, r[fld]) for r in recs], dtype=h5py.ref_dtype)
-                g.create_dataset(fld, data=refs.reshape(-1, 1) if recs else
-                                 np.zeros((0, 1), dtype=h5py.ref_dtype))
-        mg = f.create_group("meta")
-        mg.attrs["MATLAB_class"] = np.bytes_("struct")
-    with open(path, "r+b") as fh:   # the MATLAB header in the user block
-        text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: tf-cme. HDF5 schema 1.00 ."
-        fh.write(text.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import emotions
-from ..evaluation.roc import confusion_matrix
+from ..metrics.classification import confusion_matrix, recall_per_class
 from ..runs import Run
 from ..utils import CmeError, atomic_path, progress
 
@@ -180,21 +180,6 @@ def load_checkpoint(path: Path, model, opt) -> dict:
     return state
 
 
-# ------------------------------------------------------------------------------ metrics
-
-def confusion(labels, preds, k: int = emotions.NUM_CLASSES) -> np.ndarray:
-    """Counts ``[true, predicted]`` over the 8 FER+ classes (see evaluation.roc)."""
-    return confusion_matrix(labels, preds, k)
-
-
-def recall_per_class(cm: np.ndarray) -> dict:
-    out = {}
-    for i, name in enumerate(emotions.FERPLUS):
-        n = cm[i].sum()
-        out[name] = float(cm[i, i] / n) if n else None
-    return out
-
-
 def make_predict_fn(model):
     """A test-mode forward pass traced once for any batch of uint8 images."""
     import tensorflow as tf
@@ -334,7 +319,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
         val_acc = float((preds == labels).mean()) if len(labels) else 0.0
         val_loss = float(np.mean(np.asarray(per_example_loss(loss_name, logits, labels,
                                                              votes)))) if len(labels) else 0.0
-        recall = recall_per_class(confusion(labels, preds))
+        recall = recall_per_class(confusion_matrix(labels, preds, emotions.NUM_CLASSES))
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / max(1, steps),
                "train_accuracy": tot_correct / max(1, seen), "val_loss": val_loss,
                "val_accuracy": val_acc, "train_seconds": round(train_time, 2),

@@ -1,13 +1,13 @@
-"""Per-emotion ROC curves and AUCs (SPEC §7.1), accuracy and confusion matrices.
+"""Per-emotion ROC curves and AUCs (protocol §7.1).
 
-Pure NumPy. Conventions:
+NumPy with scikit-learn inside (``roc_curve``, ``roc_auc_score``). Conventions:
 
 * Binary labels may be given as bools, 0/1 or the ``vl_roc`` convention -1/+1:
   an example is *positive* when its label is > 0.
 * Ties are handled exactly as ``sklearn.metrics.roc_auc_score`` does: examples
   with equal scores form one step of the ROC curve (a diagonal segment), so the
   AUC equals the Mann-Whitney statistic ``P(s+ > s-) + 0.5 P(s+ == s-)``.
-  (MatConvNet's ``vl_roc`` may differ slightly on ties; SPEC §7.1.)
+  (MatConvNet's ``vl_roc`` may differ slightly on ties; protocol §7.1.)
 * A split in which an emotion has no positive (or no negative) example has no
   ROC curve: :func:`binary_roc` returns a :class:`RocResult` with ``auc=None``
   and a ``reason``, reported as "not evaluable"; it is never AUC 0.5 or NaN and
@@ -21,14 +21,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .. import emotions
-from ..data import schema
 
-#: Emotions left out of the mean AUC by default (too rare; SPEC §7.1, §8).
+#: Emotions left out of the mean AUC by default (too rare; protocol §7.1, §8).
 DEFAULT_IGNORE: tuple[str, ...] = ("fear", "disgust", "contempt")
-
-#: The EmoVoxCeleb partitions in report order, and their set codes (SPEC §2.2).
-SPLITS: tuple[str, ...] = ("train", "heard", "unheard")
-SPLIT_SETS: dict[str, int] = {s: schema.SPLIT_SETS[s] for s in SPLITS}
 
 
 class NotEvaluable(ValueError):
@@ -73,16 +68,8 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p, n = _counts(pos)
     if p == 0 or n == 0:
         raise NotEvaluable("no positive example" if p == 0 else "no negative example")
-    order = np.argsort(-scores, kind="mergesort")
-    s = scores[order]
-    y = pos[order]
-    # last index of each run of equal scores
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tps = np.cumsum(y)[last].astype(np.float64)
-    fps = (last + 1) - tps
-    tpr = np.r_[0.0, tps / p]
-    fpr = np.r_[0.0, fps / n]
-    thresholds = np.r_[np.inf, s[last]]
+    from sklearn.metrics import roc_curve as sk_roc_curve
+    fpr, tpr, thresholds = sk_roc_curve(pos, scores, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
@@ -98,8 +85,12 @@ def roc_auc(labels, scores) -> float:
 
     Raises :class:`NotEvaluable` without positive or negative examples.
     """
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return auc_from_curve(fpr, tpr)
+    pos, scores = _binary(labels, scores)
+    p, n = _counts(pos)
+    if p == 0 or n == 0:
+        raise NotEvaluable("no positive example" if p == 0 else "no negative example")
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(pos, scores))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,17 +136,9 @@ def binary_roc(labels, scores, *, emotion: str = "", split: str = "") -> RocResu
     return RocResult(emotion, split, p, n, auc_from_curve(fpr, tpr), fpr, tpr, thr)
 
 
-def softmax(logits, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in float64 (temperature 1)."""
-    z = np.asarray(logits, np.float64)
-    z = z - np.max(z, axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / np.sum(e, axis=axis, keepdims=True)
-
-
 def per_emotion_roc(teacher_labels, scores, *, split: str = "",
                     classes: Sequence[str] = emotions.FERPLUS) -> dict[str, RocResult]:
-    """One-vs-rest ROC for each class (SPEC §7.1 step 4).
+    """One-vs-rest ROC for each class (protocol §7.1 step 4).
 
     ``teacher_labels``: int ``[N]`` class indices; ``scores``: ``[N, C]`` (the
     student's softmax probabilities). Returns ``{class name: RocResult}``.
@@ -177,7 +160,7 @@ def mean_auc(results: Mapping[str, RocResult] | Iterable[RocResult],
              ignore: Iterable[str] = DEFAULT_IGNORE) -> float | None:
     """Mean AUC over the emotions that occur (and can be evaluated) and are not ignored.
 
-    SPEC §7.1 step 5: emotions with no positive example in the split do not
+    Protocol §7.1 step 5: emotions with no positive example in the split do not
     count; neither do the ignored ones. ``None`` when nothing is left.
     """
     ignored = {emotions.canonical(e) for e in ignore}
@@ -185,32 +168,3 @@ def mean_auc(results: Mapping[str, RocResult] | Iterable[RocResult],
     aucs = [r.auc for r in items
             if r.evaluable and r.positives > 0 and emotions.canonical(r.emotion) not in ignored]
     return float(np.mean(aucs)) if aucs else None
-
-
-def accuracy(y_true, y_pred) -> float:
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal 1-d")
-    if y_true.size == 0:
-        raise ValueError("accuracy of an empty set")
-    return float(np.mean(y_true == y_pred))
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """Counts ``[true, predicted]`` (int64, ``num_classes x num_classes``)."""
-    y_true = np.asarray(y_true, np.int64)
-    y_pred = np.asarray(y_pred, np.int64)
-    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} has labels outside 0..{num_classes - 1}")
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
-
-
-def row_normalise(cm) -> np.ndarray:
-    """Rows divided by their sums; rows without examples stay zero (never NaN)."""
-    cm = np.asarray(cm, np.float64)
-    sums = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, sums, out=np.zeros_like(cm), where=sums > 0)

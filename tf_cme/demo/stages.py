@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from .utils import CmeError, read_json, write_json
+from ..utils import CmeError, read_json, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 MARKER = ".complete"
 

@@ -15,7 +15,7 @@
 * ``README.md`` and ``config.json``.
 
 Faces and voices share one emotion trajectory per track: the face shows the expression of
-each frame, the voice carries it through prosody (:mod:`tf_cme.data.synth.voice`).
+each frame, the voice carries it through prosody (:mod:`tf_cme.demo.synth.voice`).
 Everything is deterministic for a seed (byte-identical trees); the tree is written into a
 temporary sibling folder and renamed into place at the end.
 """
@@ -27,17 +27,18 @@ import json
 import os
 import shutil
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from tf_cme import emotions
-from tf_cme.data.synth import faces as F
-from tf_cme.data.synth import voice as V
-from tf_cme.utils import CmeError, progress
+from .. import emotions
+from ..audio.io import write_wav
+from ..utils import CmeError, progress
+from .files import jpeg
+from .synth import faces as F
+from .synth import voice as V
 
 VOX_RATE = 16000
 EXTERNAL_RATE = 22050
@@ -113,19 +114,9 @@ def _rng(seed: int, part: str, *more: int) -> np.random.Generator:
 
 # --------------------------------------------------------------------------- writers
 
-def write_wav(path: Path, x_int16: np.ndarray, rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(x_int16, "<i2").tobytes())
-
-
 def write_jpeg(path: Path, rgb: np.ndarray, quality: int = 90) -> None:
-    from PIL import Image
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, format="JPEG", quality=quality, optimize=False)
+    path.write_bytes(jpeg(rgb, quality))
 
 
 def _write_csv(path: Path, header, rows) -> None:
@@ -609,7 +600,7 @@ README = """# tf-cme demo corpus (synthetic)
 
 Everything in this folder is **synthetic**: procedurally rendered faces and source-filter
 synthesised voices, made by `scripts/make_demo_data.py --seed {seed} --size {size}`
-(`tf_cme.data.demo_corpus.generate`). It is laid out in exactly the on-disk formats of the
+(`tf_cme.demo.corpus.generate`). It is laid out in exactly the on-disk formats of the
 real datasets so that every stage of tf-cme runs its real code on it. No real person,
 image or recording is in it. The same seed and size give a byte-identical tree.
 

@@ -1,4 +1,4 @@
-"""Procedural face and voice synthesis for the demo corpus (:mod:`tf_cme.data.demo_corpus`).
+"""Procedural face and voice synthesis for the demo corpus (:mod:`tf_cme.demo.corpus`).
 
 ``faces``: a vectorised 2-D face renderer with identity variation and 8 expressions.
 ``voice``: a source-filter speech synthesiser with speaker-dependent pitch and formants,

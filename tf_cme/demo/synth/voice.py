@@ -19,7 +19,7 @@ import functools
 import numpy as np
 from scipy import signal
 
-from tf_cme import emotions
+from ... import emotions
 
 #: Emotion prosody, FER+ order: pitch factor, pitch-range factor, rate factor,
 #: loudness (dB), brightness (0 dark .. 1 bright), jitter (fraction), breathiness add,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tf_cme import emotions
+from ... import emotions
 
 #: Expression parameters, one row per FER+ emotion (FER+ order), at full intensity.
 EXPR_KEYS = ("curve", "open", "width", "eye", "brow_raise", "brow_tilt", "asym",
