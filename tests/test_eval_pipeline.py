@@ -17,7 +17,7 @@ from PIL import Image
 
 from tf_cme import emotions
 from tf_cme.data import schema
-from tf_cme.evaluation import student_eval
+from tf_cme.evaluation import scoring, student_eval, tensorboard
 from tf_cme.metrics import roc
 from tf_cme.metrics.classification import softmax
 from tf_cme.utils import CmeError
@@ -98,7 +98,7 @@ def test_scorer_batches_by_bucket_and_matches_per_clip(experiment):
     # default, 40,000 here to keep the test small)
     lens = [16240, 20000, 33000, 16239, 40000, 21000, 52000]
     clips = [(i, (rng.standard_normal(n) * 0.1).astype(np.float32)) for i, n in enumerate(lens)]
-    scorer = student_eval.StudentScorer(model, batch_size=2, max_samples=40000)
+    scorer = scoring.StudentScorer(model, batch_size=2, max_samples=40000)
     assert scorer._spec is not None                      # front end split off, body batched
     got = dict(scorer.score(iter(clips)))
     assert sorted(got) == [0, 1, 2, 4, 5, 6]
@@ -123,7 +123,7 @@ def test_pr_curve_data_matches_tensorboard_pb():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 50).astype(bool)
     probs = rng.uniform(size=50).astype(np.float32)
-    ours = student_eval.pr_curve_data(labels, probs, 21)
+    ours = tensorboard.pr_curve_data(labels, probs, 21)
     pb = pr_summary.pb("x", labels, probs, num_thresholds=21)
     np.testing.assert_allclose(ours, tf.make_ndarray(pb.value[0].tensor), rtol=1e-6)
 
@@ -279,9 +279,9 @@ def test_bad_inputs(experiment, tmp_path, repo_root):
                    experiment / "labels")
     assert code == 1
     with pytest.raises(CmeError, match="no model.keras"):
-        student_eval.load_student(tmp_path / "run")
+        scoring.load_student(tmp_path / "run")
     with pytest.raises(CmeError, match="no such run folder"):
-        student_eval.load_student(tmp_path / "absent")
+        scoring.load_student(tmp_path / "absent")
     with pytest.raises(CmeError, match="no model.keras"):
         external.benchmark(tmp_path / "run", experiment / "records" / "external", tmp_path / "o")
     with pytest.raises(CmeError, match="no such record folder"):

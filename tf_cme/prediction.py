@@ -106,13 +106,13 @@ class Predictor:
             if kind != expect:
                 raise CmeError(f"{p}: a {kind} model, but a {expect} is needed here")
             if kind == "student":
-                from .models.student import with_frontend
-                model = with_frontend(model, crop=ex.SERVING_CROP, dither=False)
+                from .models.student import serving_student
+                model = serving_student(model)
                 spec = tf.TensorSpec([None, None], tf.float32)
                 size = None
             else:
                 spec = tf.TensorSpec([None, None, None, None], tf.uint8)
-                size = ex._teacher_input_size(model, md)
+                size = model_io.input_size(model)
             fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
             return cls(lambda b: fn(tf.constant(b)).numpy(), kind, name, str(p),
                        ex.MIN_SAMPLES if kind == "student" else 0, size)

@@ -64,6 +64,15 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def as_str(v) -> str:
+    """A record's string feature as ``str`` (bytes decoded as UTF-8, NumPy scalars unwrapped)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if hasattr(v, "shape") and getattr(v, "shape") == () and hasattr(v, "item"):
+        return as_str(v.item())
+    return str(v)
+
+
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)

@@ -226,7 +226,7 @@ def random_baseline(labels, num_classes: int, width: int = 8, draws: int = 10, s
 def read_external(records: str | os.PathLike, limit: int = 0) -> tuple[dict, list[dict]]:
     """``(manifest, clips)`` of an external record set; clips as NumPy dicts."""
     from ..data import pipelines
-    from .student_eval import open_records
+    from .records import open_records
     manifest = open_records(records, "external")
     clips = []
     for i, ex in enumerate(pipelines.external_dataset(str(records)).as_numpy_iterator()):
@@ -249,7 +249,8 @@ def manifest_classes(manifest: dict, records) -> list[str]:
 def student_features(model, waveforms: Sequence[np.ndarray], batch_size: int = 16,
                      max_seconds: float = 19.9) -> tuple[np.ndarray, np.ndarray]:
     """Frozen student logits ``[N, 8]`` and a mask of clips that could be scored."""
-    from .student_eval import SAMPLE_RATE, StudentScorer
+    from ..data.schema import SAMPLE_RATE
+    from .scoring import StudentScorer
     scorer = StudentScorer(model, batch_size=batch_size,
                            max_samples=int(round(max_seconds * SAMPLE_RATE)))
     feats = np.zeros((len(waveforms), emotions.NUM_CLASSES), np.float32)
@@ -295,14 +296,15 @@ def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
               out: str | os.PathLike, cfg: ExternalConfig | None = None,
               teacher_run: str | os.PathLike | None = None) -> dict:
     """Run the external benchmark of the student of ``model_run`` on ``records``."""
-    from .student_eval import _as_str, load_student
+    from ..utils import as_str
+    from .scoring import load_student
     cfg = cfg or ExternalConfig()
     t0 = time.perf_counter()
     out = Path(out)
     manifest, clips = read_external(records)
     classes = manifest_classes(manifest, records)
     k = len(classes)
-    dataset = str(manifest.get("dataset") or _as_str(clips[0].get("dataset", "")) or
+    dataset = str(manifest.get("dataset") or as_str(clips[0].get("dataset", "")) or
                   Path(records).name)
     labels = np.array([int(c["label"]) for c in clips], np.int64)
     bad = (labels < 0) | (labels >= k)

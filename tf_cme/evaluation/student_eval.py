@@ -1,4 +1,4 @@
-"""Student evaluation on EmoVoxCeleb (the original's ``student_stats.m``, SPEC §7.1).
+"""Student evaluation on EmoVoxCeleb (the original's ``student_stats.m``, protocol §7.1).
 
 For every track of a labelled emovox record set:
 
@@ -8,15 +8,14 @@ For every track of a labelled emovox record set:
 2. scores = ``softmax(logits)`` (T = 1);
 3. the teacher's label = argmax over emotions of the per-emotion max over all frames;
 4. per split (train = set 1, heard = set 3, unheard = set 2) and emotion: ROC and AUC
-   (:mod:`tf_cme.evaluation.roc`), "not evaluable" without positives or negatives;
+   (:mod:`tf_cme.metrics.roc`), "not evaluable" without positives or negatives;
 5. the mean AUC over present, non-ignored emotions (fear, disgust and contempt by
    default).
 
-Batching: the front end runs per clip (its output depends on the whole clip), then the
-rest of the network runs on batches of crops of equal bucket width, so the numbers are
-those of a per-clip evaluation while the convolutions are batched. Clips shorter than
-the smallest bucket (100 frames, 1.015 s) are skipped and counted (the original
-dropped into the debugger).
+The jobs live in their own modules: the student's logits batched by bucket width
+(:mod:`.scoring`), the gallery of the clips the teacher is most sure of (:mod:`.gallery`),
+the TensorBoard PR curves and projector (:mod:`.tensorboard`), reading the records
+(:mod:`.records`); this module runs the whole evaluation (:func:`evaluate`).
 
 Outputs (``OUT/``): ``metrics.json``, ``config.json``, ``predictions.npz`` (keys, set
 codes, student logits, per-emotion max teacher logits, teacher labels),
@@ -28,27 +27,26 @@ an embedding-projector export of the 8-d student outputs coloured by teacher lab
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import io
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
 from .. import emotions
-from ..audio.io import write_wav
 from ..data import schema as schema_lib
-from ..utils import CmeError, progress, write_bytes_atomic, write_json
 from ..metrics import plots
 from ..metrics import roc as roc_lib
 from ..metrics.classification import softmax
+from ..utils import CmeError, as_str, progress, write_bytes_atomic, write_json
+from .gallery import Gallery
+from .records import iterate_clips, open_records
+from .scoring import StudentScorer, load_student
+from .tensorboard import write_pr_curves, write_projector
 
-#: SPEC §3.1: "no clip is longer than this" (19.9 s at 16 kHz).
-MAX_SAMPLES = 318_400
-SAMPLE_RATE = 16_000
-#: set code -> split name (SPEC §2.2), from the record schema
+#: set code -> split name (protocol §2.2), from the record schema
 SET_TO_SPLIT: dict[int, str] = dict(schema_lib.SET_NAMES)
 
 
@@ -69,302 +67,12 @@ class StudentEvalConfig:
 
 
 # ---------------------------------------------------------------------------------
-# Student logits, batched by bucket width
-# ---------------------------------------------------------------------------------
-
-class StudentScorer:
-    """Student logits for clips of any length, batched by bucket width.
-
-    ``model``: the student as trained (any front-end mode); it is re-wired with
-    ``tf_cme.models.student.with_frontend(model, crop="bucket", dither=False)``.
-    Feed ``(id, waveform)`` pairs to :meth:`score`; results come back as
-    ``(id, logits[8])`` in batch order (not input order).
-    """
-
-    def __init__(self, model, batch_size: int = 16, max_samples: int = MAX_SAMPLES):
-        import tensorflow as tf
-        from ..audio import frontend
-        from ..models import student
-        self.batch_size = max(1, int(batch_size))
-        self.max_samples = int(max_samples)
-        self.min_samples = frontend.samples_for_frames(frontend.MIN_BUCKET_FRAMES)
-        self._frontend_mod = frontend
-        self.model = student.with_frontend(model, crop="bucket", dither=False)
-        self._spec, self._body = self._split(self.model)
-        if self._spec is not None:
-            spec, body = self._spec, self._body
-            self._front_fn = tf.function(
-                lambda x: spec(x, training=False),
-                input_signature=[tf.TensorSpec([1, None], tf.float32)])
-            self._body_fn = tf.function(lambda s: body(s, training=False),
-                                        reduce_retracing=True)
-        else:                                       # no separable front end: per clip
-            m = self.model
-            self._whole_fn = tf.function(
-                lambda x: m(x, training=False),
-                input_signature=[tf.TensorSpec([1, None], tf.float32)])
-        self.skipped: dict[str, int] = {}
-
-    @staticmethod
-    def _split(model):
-        """(front-end layer, body model) when the first layer after the input is the
-        Spectrogram; (None, None) otherwise."""
-        import keras
-        specs = [layer for layer in model.layers if type(layer).__name__ == "Spectrogram"]
-        if len(specs) != 1:
-            return None, None
-        spec = specs[0]
-        try:
-            if spec.input is not model.inputs[0] and spec.input is not model.input:
-                return None, None
-            body = keras.Model(spec.output, model.outputs[0])
-        except Exception:                           # pragma: no cover - unusual graphs
-            return None, None
-        return spec, body
-
-    def _skip(self, reason: str):
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-    def _prepare(self, waveform) -> np.ndarray | None:
-        x = np.asarray(waveform, np.float32).reshape(-1)[: self.max_samples]
-        if x.size < self.min_samples:
-            self._skip(f"shorter than the smallest bucket ({self.min_samples} samples)")
-            return None
-        if not np.all(np.isfinite(x)):
-            self._skip("non-finite audio")
-            return None
-        return x
-
-    def score(self, clips: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, np.ndarray]]:
-        if self._spec is None:
-            for cid, wav in clips:
-                x = self._prepare(wav)
-                if x is None:
-                    continue
-                yield cid, np.asarray(self._whole_fn(x[None, :]))[0].astype(np.float32)
-            return
-        pending: dict[int, tuple[list, list]] = {}
-        for cid, wav in clips:
-            x = self._prepare(wav)
-            if x is None:
-                continue
-            spec = np.asarray(self._front_fn(x[None, :]))       # [1, 512, w, 1]
-            w = spec.shape[2]
-            ids, specs = pending.setdefault(w, ([], []))
-            ids.append(cid)
-            specs.append(spec)
-            if len(ids) >= self.batch_size:
-                yield from self._run(ids, specs)
-                del pending[w]
-        for w in sorted(pending):
-            ids, specs = pending[w]
-            yield from self._run(ids, specs)
-
-    def _run(self, ids, specs):
-        out = np.asarray(self._body_fn(np.concatenate(specs, axis=0))).astype(np.float32)
-        for i, cid in enumerate(ids):
-            yield cid, out[i]
-
-
-def load_student(run: str | os.PathLike):
-    """The student of a run folder (``RUN/model.keras``, or a ``.keras`` file)."""
-    from ..models import io as model_io
-    path = Path(run)
-    model_path = path if path.suffix == ".keras" else path / "model.keras"
-    if path.suffix != ".keras" and not path.is_dir():
-        raise CmeError(f"{path}: no such run folder")
-    if not model_path.exists():
-        ckpts = path / "checkpoints"
-        n = len(list(ckpts.glob("*"))) if ckpts.is_dir() else 0
-        raise CmeError(f"{path}: no model.keras: the run has not finished training, or this "
-                       f"is not a student run folder (checkpoints: {n} files)")
-    model = model_io.load_model(model_path)
-    md = getattr(model, "cme_metadata", {}) or {}
-    if md.get("kind") not in (None, "student"):
-        raise CmeError(f"{model_path}: a {md.get('kind')} model ({md.get('name')}), "
-                       f"not a student")
-    return model, model_path
-
-
-# ---------------------------------------------------------------------------------
-# Gallery: the clips the teacher is most sure of (the original's sample_audio.m)
-# ---------------------------------------------------------------------------------
-
-class _Gallery:
-    """Per emotion, the ``k`` tracks with the highest teacher probability in any frame."""
-
-    def __init__(self, k: int, seconds: float):
-        self.k = k
-        self.seconds = seconds
-        self.heaps: list[list] = [[] for _ in emotions.FERPLUS]
-        self._n = 0
-
-    def offer(self, key: str, split: str, waveform, frame_logits, frames, frame_times):
-        if self.k <= 0 or frame_logits.shape[0] == 0:
-            return
-        probs = softmax(frame_logits)                  # [F, 8]
-        for c in range(len(emotions.FERPLUS)):
-            f = int(np.argmax(probs[:, c]))
-            conf = float(probs[f, c])
-            heap = self.heaps[c]
-            if len(heap) >= self.k and conf <= heap[0][0]:
-                continue
-            self._n += 1
-            # frames, frame_times and logits rows are aligned (one row per face frame)
-            aligned = frame_times is not None and len(frame_times) == frame_logits.shape[0]
-            t = float(frame_times[f]) if aligned else 0.0
-            half = int(self.seconds * SAMPLE_RATE / 2)
-            centre = int(t * SAMPLE_RATE)
-            wav = np.asarray(waveform, np.float32)
-            lo = max(0, min(centre - half, wav.size - 2 * half))
-            seg = wav[lo: lo + 2 * half]
-            jpeg = (bytes(frames[f]) if frames is not None
-                    and len(frames) == frame_logits.shape[0] else b"")
-            item = (conf, self._n, {"key": key, "split": split, "emotion": emotions.FERPLUS[c],
-                                    "confidence": conf, "frame_index": f, "time_s": t,
-                                    "teacher_probs": probs[f].tolist(),
-                                    "segment_start_s": lo / SAMPLE_RATE,
-                                    "_wav": seg.copy(), "_jpeg": jpeg})
-            if len(heap) < self.k:
-                heapq.heappush(heap, item)
-            else:
-                heapq.heapreplace(heap, item)
-
-    def missing_frames(self) -> set[str]:
-        return {item["key"] for heap in self.heaps for _, _, item in heap if not item["_jpeg"]}
-
-    def fill_frames(self, records: str | os.PathLike) -> int:
-        """Take the peak face frames of the kept clips from another record set of the same
-        clips (labelled records are written without their JPEG frames by default)."""
-        wanted = self.missing_frames()
-        found = 0
-        for ex in iterate_clips(records):
-            key = _as_str(ex["key"])
-            if key not in wanted:
-                continue
-            frames = ex.get("frames")
-            for heap in self.heaps:
-                for _, _, item in heap:
-                    if item["key"] == key and frames is not None and \
-                            len(frames) > item["frame_index"]:
-                        item["_jpeg"] = bytes(frames[item["frame_index"]])
-            wanted.discard(key)
-            found += 1
-            if not wanted:
-                break
-        return found
-
-    def write(self, out: Path, student_logits: dict[str, np.ndarray]) -> list[dict]:
-        entries = []
-        for c, heap in enumerate(self.heaps):
-            for rank, (_, _, item) in enumerate(sorted(heap, key=lambda t: -t[0])):
-                stem = f"{emotions.FERPLUS[c]}-{rank + 1}"
-                entry = {k: v for k, v in item.items() if not k.startswith("_")}
-                entry["rank"] = rank + 1
-                if item["_jpeg"]:
-                    write_bytes_atomic(out / f"{stem}.jpg", item["_jpeg"])
-                    entry["frame"] = f"{stem}.jpg"
-                if item["_wav"].size:
-                    write_wav(out / f"{stem}.wav", item["_wav"], SAMPLE_RATE)
-                    entry["audio"] = f"{stem}.wav"
-                logits = student_logits.get(item["key"])
-                entry["student_probs"] = (softmax(logits).tolist()
-                                          if logits is not None else None)
-                entries.append(entry)
-        write_json(out / "gallery.json", {"classes": list(emotions.FERPLUS),
-                                          "entries": entries})
-        return entries
-
-
-# ---------------------------------------------------------------------------------
-# TensorBoard: PR curves and the embedding projector
-# ---------------------------------------------------------------------------------
-
-def pr_curve_data(labels, probs, num_thresholds: int = 101) -> np.ndarray:
-    """The pr_curves plugin's ``[6, T]`` tensor (TP, FP, TN, FN, precision, recall),
-    computed as ``tensorboard.plugins.pr_curve.summary.pb`` does."""
-    labels = np.asarray(labels, bool)
-    probs = np.clip(np.asarray(probs, np.float64), 0.0, 1.0)
-    buckets = np.floor(probs * (num_thresholds - 1)).astype(np.int64)
-    tp_b = np.bincount(buckets[labels], minlength=num_thresholds).astype(np.float64)
-    fp_b = np.bincount(buckets[~labels], minlength=num_thresholds).astype(np.float64)
-    tp = np.cumsum(tp_b[::-1])[::-1]
-    fp = np.cumsum(fp_b[::-1])[::-1]
-    tn = fp[0] - fp
-    fn = tp[0] - tp
-    precision = tp / np.maximum(1e-7, tp + fp)
-    recall = tp / np.maximum(1e-7, tp + fn)
-    return np.stack([tp, fp, tn, fn, precision, recall]).astype(np.float32)
-
-
-def write_pr_curves(logdir: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
-                    num_thresholds: int = 101, step: int = 0) -> None:
-    """One PR-curve summary per tag (``{tag: (binary labels, probabilities)}``), in the
-    TensorBoard pr_curves plugin format (``tf.summary.write`` with the plugin's metadata;
-    the plugin's own ``op``/``raw_data_op`` are TF1 graph ops)."""
-    import tensorflow as tf
-    from tensorboard.plugins.pr_curve import metadata as pr_metadata
-    writer = tf.summary.create_file_writer(str(logdir))
-    with writer.as_default():
-        for tag, (labels, probs) in curves.items():
-            md = pr_metadata.create_summary_metadata(
-                display_name=tag, description=f"student PR curve: {tag}",
-                num_thresholds=num_thresholds)
-            tf.summary.write(f"{tag}/pr_curves", pr_curve_data(labels, probs, num_thresholds),
-                             step=step, metadata=md.SerializeToString())
-    writer.flush()
-    writer.close()
-
-
-def write_projector(logdir: Path, vectors: np.ndarray, metadata_rows: list[list[str]],
-                    header: list[str], name: str = "student_logits") -> None:
-    """Embedding-projector export: ``<name>.tsv`` vectors, ``<name>_metadata.tsv`` (with a
-    header row), and ``projector_config.pbtxt`` in ``logdir``."""
-    from tensorboard.plugins import projector
-    logdir.mkdir(parents=True, exist_ok=True)
-    vec_text = "\n".join("\t".join(f"{v:.6g}" for v in row) for row in vectors) + "\n"
-    write_bytes_atomic(logdir / f"{name}.tsv", vec_text.encode())
-    clean = [[str(c).replace("\t", " ").replace("\n", " ") for c in row] for row in metadata_rows]
-    md_text = "\n".join("\t".join(r) for r in [header] + clean) + "\n"
-    write_bytes_atomic(logdir / f"{name}_metadata.tsv", md_text.encode())
-    config = projector.ProjectorConfig()
-    emb = config.embeddings.add()
-    emb.tensor_name = name
-    emb.tensor_path = f"{name}.tsv"
-    emb.metadata_path = f"{name}_metadata.tsv"
-    emb.tensor_shape.extend([int(vectors.shape[0]), int(vectors.shape[1])])
-    projector.visualize_embeddings(str(logdir), config)
-
-
-# ---------------------------------------------------------------------------------
 # The whole evaluation
 # ---------------------------------------------------------------------------------
 
 def teacher_label(frame_logits: np.ndarray) -> int:
     """SPEC §7.1 step 3: argmax over emotions of the per-emotion max over all frames."""
     return int(np.argmax(np.max(frame_logits, axis=0)))
-
-
-def _as_str(v) -> str:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.ndarray) and v.shape == ():
-        return _as_str(v.item())
-    return str(v)
-
-
-def open_records(records: str | os.PathLike, schema: str = "emovox") -> dict:
-    """The manifest of a record set, with clear errors for a missing folder or another schema."""
-    from ..data import records as records_lib
-    if not Path(records).is_dir():
-        raise CmeError(f"{records}: no such record folder")
-    return records_lib.read_manifest(records, expect_schema=schema)
-
-
-def iterate_clips(records: str | os.PathLike) -> Iterator[dict]:
-    """Emovox clips as NumPy dicts (``clips_dataset`` of the records pipeline)."""
-    from ..data import pipelines
-    yield from pipelines.clips_dataset(str(records)).as_numpy_iterator()
 
 
 def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.PathLike,
@@ -385,8 +93,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scorer = StudentScorer(model, batch_size=cfg.batch_size,
-                           max_samples=int(round(cfg.max_seconds * SAMPLE_RATE)))
-    gallery = _Gallery(cfg.gallery_size, cfg.gallery_seconds)
+                           max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)))
+    gallery = Gallery(cfg.gallery_size, cfg.gallery_seconds)
     source = clips if clips is not None else iterate_clips(records)
 
     info: dict[str, dict] = {}
@@ -399,7 +107,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
         for i, ex in enumerate(progress(source, desc="student logits", unit="clip")):
             if cfg.limit and i >= cfg.limit:
                 break
-            key = _as_str(ex["key"])
+            key = as_str(ex["key"])
             set_code = int(ex["set"])
             if set_code not in SET_TO_SPLIT:
                 count(f"unknown set code {set_code}")
@@ -441,8 +149,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     mean_aucs: dict[str, float | None] = {}
     tracks: dict[str, int] = {}
     label_counts: dict[str, dict[str, int]] = {}
-    for split, code in schema_lib.SPLIT_SETS.items():
-        sel = sets == code
+    for split in schema_lib.EMOVOX_SPLITS:
+        sel = sets == schema_lib.SPLIT_SETS[split]
         tracks[split] = int(sel.sum())
         label_counts[split] = {e: int(np.sum(t_label[sel] == c))
                                for c, e in enumerate(emotions.FERPLUS)}
@@ -465,8 +173,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     # TensorBoard
     tb = out / "tensorboard"
     curves = {}
-    for split, code in schema_lib.SPLIT_SETS.items():
-        sel = sets == code
+    for split in schema_lib.EMOVOX_SPLITS:
+        sel = sets == schema_lib.SPLIT_SETS[split]
         if not sel.any():
             continue
         for c, emo in enumerate(emotions.FERPLUS):

@@ -60,3 +60,16 @@ def load_model(path: str | os.PathLike, compile: bool = False):
     model = keras.saving.load_model(path, compile=compile)
     model.cme_metadata = md
     return model
+
+
+def input_size(model, default: int = 224) -> int:
+    """A face model's square input size: its metadata's ``input_size`` (or the option it
+    was built with), else its static input shape, else ``default``."""
+    md = getattr(model, "cme_metadata", None) or {}
+    size = md.get("input_size") or (md.get("options") or {}).get("input_size")
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    if not size:
+        shape = model.inputs[0].shape
+        size = shape[1]
+    return int(size or default)

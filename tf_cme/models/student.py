@@ -37,7 +37,7 @@ import keras
 from keras import layers, ops
 
 from .. import emotions
-from ..audio.frontend import Spectrogram
+from ..audio.frontend import MIN_BUCKET_FRAMES, Spectrogram, samples_for_frames
 from .registry import register
 
 BN_EPSILON = 1e-5
@@ -149,6 +149,38 @@ def with_frontend(model, crop: str | None = None, dither: bool | None = None,
     md["options"] = {k: opts[k] for k in _DEFAULTS}
     new.cme_metadata = md
     return new
+
+
+#: The front-end mode of the student outside training (evaluation, export, prediction): the
+#: original evaluation (protocol §3.2): spectrogram and row normalisation over the whole clip,
+#: then the centred crop to the largest 100-frame bucket (at most 1,000 frames); no dither.
+SERVING_CROP = "bucket"
+#: The shortest clip the serving student accepts: the smallest bucket, 100 frames = 16,240
+#: samples (1.015 s at 16 kHz).
+MIN_SERVING_SAMPLES = samples_for_frames(MIN_BUCKET_FRAMES)
+
+
+def embedding_layer(model) -> str:
+    """Name of the layer whose output is the model's embedding (metadata, else fc7)."""
+    md = getattr(model, "cme_metadata", None) or {}
+    return md.get("embedding_layer") or _METADATA["embedding_layer"]
+
+
+def serving_student(model, embedding: bool = False) -> keras.Model:
+    """The student as evaluation, export and prediction run it: the same weights as
+    ``model`` with the front end in :data:`SERVING_CROP` mode and dither off.
+
+    Waveform ``[B, samples]`` (at least :data:`MIN_SERVING_SAMPLES`) in; the 8 logits out,
+    and with ``embedding=True`` also the embedding (:func:`embedding_layer`, fc7 after its
+    ReLU) as a second output. The one wrapper used by
+    :class:`tf_cme.evaluation.scoring.StudentScorer`, :class:`tf_cme.prediction.Predictor`
+    and :mod:`tf_cme.serving.export`.
+    """
+    serving = with_frontend(model, crop=SERVING_CROP, dither=False)
+    if not embedding:
+        return serving
+    emb = serving.get_layer(embedding_layer(model)).output
+    return keras.Model(serving.inputs, [serving.outputs[0], emb], name="serving_student")
 
 
 def num_weights(width: float = 1.0) -> int:

@@ -62,17 +62,15 @@ import shutil
 from pathlib import Path
 
 from .. import emotions
-from ..audio.frontend import MIN_BUCKET_FRAMES as MIN_FRAMES   # SPEC 3.2
-from ..audio.frontend import SAMPLE_RATE, samples_for_frames
+from ..audio.frontend import MIN_BUCKET_FRAMES, SAMPLE_RATE
+from ..models.student import MIN_SERVING_SAMPLES, SERVING_CROP
+from ..models.io import input_size
 from ..utils import CmeError, read_json
 
 #: Shortest waveform the exported student accepts: 100 frames = 16,240 samples (1.015 s),
 #: the smallest pool6 bucket of the original evaluation.
-MIN_SAMPLES = samples_for_frames(MIN_FRAMES)
-#: Front-end mode used for serving (see the module docstring).
-SERVING_CROP = "bucket"
+MIN_SAMPLES = MIN_SERVING_SAMPLES
 
-STUDENT_EMBEDDING_LAYER = "fc7_relu"
 TEACHER_EMBEDDING_LAYER = "pool5"
 #: Extra file inside each version folder (TF Serving ignores assets.extra).
 METADATA_FILE = "assets.extra/tf_cme.json"
@@ -212,7 +210,7 @@ def check_waveform(waveform):
             n, MIN_SAMPLES,
             message=(f"audio too short: the student needs at least {MIN_SAMPLES} samples "
                      f"({MIN_SAMPLES / SAMPLE_RATE:.3f} s at {SAMPLE_RATE} Hz, "
-                     f"{MIN_FRAMES} spectrogram frames)")),
+                     f"{MIN_BUCKET_FRAMES} spectrogram frames)")),
     ]
     with tf.control_dependencies(checks):
         return tf.debugging.assert_all_finite(
@@ -237,13 +235,8 @@ def _embedding_layer(model, default: str) -> str:
 
 
 def _student_net(model):
-    import keras
-    from ..models import student as student_lib
-    serving = student_lib.with_frontend(model, crop=SERVING_CROP, dither=False)
-    layer = _embedding_layer(model, STUDENT_EMBEDDING_LAYER)
-    emb = serving.get_layer(layer).output
-    return keras.Model(serving.inputs, [serving.outputs[0], emb],
-                       name="serving_student")
+    from ..models.student import serving_student
+    return serving_student(model, embedding=True)
 
 
 def _teacher_net(model):
@@ -357,18 +350,6 @@ def _static_dim(t) -> int:
 
 # --------------------------------------------------------------------------- export
 
-def _teacher_input_size(model, md: dict) -> int:
-    size = md.get("input_size") or md.get("options", {}).get("input_size")
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    if not size:
-        shape = model.inputs[0].shape
-        size = shape[1]
-    if not size:
-        size = 224
-    return int(size)
-
-
 def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None = None,
                  source: str | None = None, serving_base: str = "/models",
                  config: dict | None = None) -> ExportResult:
@@ -389,7 +370,7 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
     if kind == "student":
         archive, signatures, emb_dim = _student_archive(model, calibration)
     else:
-        archive, signatures, emb_dim = _teacher_archive(model, _teacher_input_size(model, md))
+        archive, signatures, emb_dim = _teacher_archive(model, input_size(model))
 
     out_dir = Path(out_dir)
     model_dir = out_dir / name
