@@ -1,4 +1,4 @@
-"""Student front end (SPEC §3.1/§3.2), the student network (SPEC §5) and the losses (SPEC §6)."""
+"""Student front end (protocol §3.1/§3.2), the student network (protocol §5) and the losses (protocol §6)."""
 from __future__ import annotations
 
 import math
@@ -29,6 +29,27 @@ def _speech_like(n, rng, rate=16000):
     return np.clip(x, -1, 1)
 
 
+def _voiced_with_dc(n, rng, dc=0.02, rate=16000):
+    """A DC-offset speech-like clip in [-1, 1]: voiced harmonics (pitch contour 100-170 Hz,
+    three formant-like bumps, smooth roll-off above 3.5 kHz), smooth syllables with
+    amplitude modulation, slow pauses, faint noise (-100 dBFS). Its rows above ~4 kHz are
+    60 dB below the loudest: there a front end's white rounding noise shows once each row
+    is normalised."""
+    t = np.arange(n) / rate
+    f0 = 120 + 35 * np.sin(2 * np.pi * 0.4 * t) + 15 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voiced = np.zeros(n)
+    for k in range(1, 60):
+        fk = k * f0
+        formants = sum(np.exp(-0.5 * ((fk - f) / bw) ** 2)
+                       for f, bw in ((600, 150), (1100, 150), (2500, 250)))
+        voiced += (formants + 0.05) / k / (1 + (fk / 3500) ** 8) * np.sin(k * phase)
+    syllables = np.sin(np.pi * 2.7 * t) ** 2 * (1 + 0.3 * np.sin(2 * np.pi * 5 * t))
+    pauses = (0.5 - 0.5 * np.cos(2 * np.pi * t / 1.5)) ** 2
+    x = 0.5 * voiced / np.max(np.abs(voiced)) * syllables * pauses
+    return x + 1e-5 * rng.standard_normal(n) + dc
+
+
 def _rel_err(out, expected):
     return float(np.max(np.abs(out - expected)) / np.max(np.abs(expected)))
 
@@ -44,6 +65,66 @@ def test_parity_random_and_speech(length):
     for b in range(3):
         err = _rel_err(out[b, :, :, 0], ref.spectrogram(x[b]))
         assert err <= 1e-4, (b, err)
+
+
+@pytest.mark.parametrize("seed,dc", [(0, 0.02), (1, 0.1)])
+def test_parity_dc_offset_speech_with_quiet_rows(seed, dc):
+    """3 s of DC-offset voiced speech, as floats in [-1, 1] and as int16 values: within
+    1e-4 of max|ref| of the float64 reference everywhere, the quiet rows included (a
+    plain float32 block product for the DC filter gave 1.6-2.9e-4 here)."""
+    x = _voiced_with_dc(16000 * 3 + 400, np.random.default_rng(seed), dc)
+    clips = np.stack([x, np.round(x * 32767)]).astype(np.float32)
+    out = np.asarray(Spectrogram()(clips))
+    for b in range(2):
+        err = _rel_err(out[b, :, :, 0], ref.spectrogram(clips[b]))
+        assert err <= 1e-4, (b, err)
+
+
+def test_block_filters_to_float32_precision():
+    """Steps 2-3 alone against scipy's float64 lfilter, in units of float32's spacing at
+    the signal's peak: ``z`` (no dither) within one, ``y`` (the dither path) within 3
+    (a plain float32 block product was 6.5 and 5.2 here)."""
+    from scipy.signal import lfilter
+    x = np.round(_voiced_with_dc(16000 * 3 + 400, np.random.default_rng(0)) * 32767)
+    x = x.astype(np.float32)[None]
+    y_ref = lfilter([1.0, -1.0], [1.0, -0.99], x[0].astype(np.float64))
+    z_ref = lfilter([1.0, -0.97], [1.0], y_ref)
+    layer = Spectrogram()
+    n = x.shape[1]
+    for to_z, want, ulps in ((True, z_ref, 1.0), (False, y_ref, 3.0)):
+        got = np.asarray(layer._block_filter(x, n, to_z=to_z))[0]
+        err = np.max(np.abs(got - want)) / np.spacing(np.float32(np.max(np.abs(want))))
+        assert err <= ulps, (to_z, err)
+
+
+def test_split_dot_rounds_once():
+    """``_split_dot`` = the float64 product of the same float32 operands within half a
+    float32 spacing plus a quarter unit roundoff of sum|u||w| (rows with a large common
+    offset, where a plain float32 product is ~8 unit roundoffs off)."""
+    rng = np.random.default_rng(1)
+    u = (100 * rng.standard_normal((4, 300, frontend.BLOCK))
+         + rng.uniform(-3e4, 3e4, (4, 300, 1))).astype(np.float32)
+    u[0, :5] = 0.0                                                # all-zero rows
+    u[1, 5:10] *= 1e-30                                           # tiny rows
+    w_hi, w_rest = frontend._iir_matrices()["z"]
+    w = w_rest[frontend.BLOCK:].astype(np.float64)
+    got = np.asarray(frontend._split_dot(u, w_hi, w_rest))
+    exact = u.astype(np.float64) @ w
+    bound = (0.5 * np.spacing(np.abs(exact).astype(np.float32))
+             + 0.25 * 2.0 ** -24 * (np.abs(u.astype(np.float64)) @ np.abs(w)))
+    assert np.all(np.abs(got - exact) <= bound)
+    assert np.all(got[0, :5] == 0)
+
+
+def test_scale_free_for_large_inputs():
+    """A clip with peak > 1 is used as it is: at 2**40 times int16 scale the normalised
+    spectrogram is the same (the splitting grid follows the signal's scale)."""
+    x = _voiced_with_dc(17760, np.random.default_rng(5)).astype(np.float32)
+    layer = Spectrogram()
+    a = np.asarray(layer(x[None]))
+    b = np.asarray(layer(x[None] * np.float32(2.0 ** 55)))
+    assert np.all(np.isfinite(b))
+    assert _rel_err(b[0, :, :, 0], a[0, :, :, 0]) <= 1e-5
 
 
 def test_400_frames_and_int16_scale_and_dynamic_shape():
@@ -281,6 +362,8 @@ x = np.load(sys.argv[2])
 np.save(sys.argv[3], np.asarray(m(x, training=False)))
 spec = m.get_layer(index=1)(x)
 np.save(sys.argv[4], np.asarray(spec))
+from tf_cme.audio.frontend import Spectrogram
+np.save(sys.argv[6], np.asarray(Spectrogram()(np.load(sys.argv[5]))))
 """
 
 
@@ -298,9 +381,12 @@ def test_student_runs_on_the_jax_backend(tmp_path):
     x = (rng.normal(size=(2, 16000 * 3)) * 0.1).astype("float32")
     x[1, :8000] = 0.0                                           # a silent stretch too
     np.save(tmp_path / "x.npy", x)
+    speech = _voiced_with_dc(16000 * 3 + 400, np.random.default_rng(0))
+    np.save(tmp_path / "v.npy", np.stack([speech, np.round(speech * 32767)]).astype("float32"))
     (tmp_path / "child.py").write_text(_JAX_CHILD)
     r = subprocess.run([PY, str(tmp_path / "child.py"), str(tmp_path / "w.weights.h5"),
-                        str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(tmp_path / "s.npy")],
+                        str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(tmp_path / "s.npy"),
+                        str(tmp_path / "v.npy"), str(tmp_path / "vs.npy")],
                        env=env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     want = m(x, training=False).numpy()
@@ -311,3 +397,7 @@ def test_student_runs_on_the_jax_backend(tmp_path):
     spec_jax = np.load(tmp_path / "s.npy")
     assert spec_jax.shape == spec_tf.shape == (2, 512, 200, 1)
     assert np.abs(spec_jax - spec_tf).max() <= 1e-4 * np.abs(spec_tf).max()
+    # the DC-offset speech parity (quiet rows) holds on JAX too
+    v, vs = np.load(tmp_path / "v.npy"), np.load(tmp_path / "vs.npy")
+    for b in range(2):
+        assert _rel_err(vs[b, :, :, 0], ref.spectrogram(v[b])) <= 1e-4, b

@@ -1,7 +1,7 @@
 """Student benchmarks (group ``student``).
 
 - ``student-frontend`` (clips/s): the Keras :class:`~tf_cme.audio.frontend.Spectrogram`
-  (graph mode, ``tf.function``) on a batch of 4.024 s clips, against the same SPEC §3.1
+  (graph mode, ``tf.function``) on a batch of 4.024 s clips, against the same protocol §3.1
   steps in NumPy/SciPy (``scipy.signal.lfilter`` for the DC filter and pre-emphasis,
   strided frames, ``numpy.fft.rfft``, vectorised over the batch).
 - ``student-train-step`` (clips/s): one distillation step of the student (front end,
@@ -27,7 +27,7 @@ def _clips(n, length, seed=0):
 
 
 def numpy_spectrogram(x: np.ndarray) -> np.ndarray:
-    """SPEC §3.1 steps 1-7 with NumPy/SciPy, batched: ``[B, L]`` -> ``[B, 512, M, 1]``."""
+    """protocol §3.1 steps 1-7 with NumPy/SciPy, batched: ``[B, L]`` -> ``[B, 512, M, 1]``."""
     from scipy.signal import lfilter
     x = np.asarray(x, np.float32)
     peak = np.max(np.abs(x), axis=1, keepdims=True)
@@ -72,17 +72,27 @@ def torch_student(width: float):
     from ..models.student import CONVS, POOLS, channels
 
     class Front(nn.Module):
-        """The same front end as the Keras layer (blockwise exact IIR, frames, |FFT|)."""
+        """The same front end as the Keras layer (exact split block products, block
+        states by doubling, DC filter and pre-emphasis at once, frames, |FFT|)."""
 
         def __init__(self):
             super().__init__()
             from ..audio import frontend as fe
-            tri, carry, taps = fe._iir_matrices()
-            self.register_buffer("tri", torch.from_numpy(tri))
-            self.register_buffer("carry", torch.from_numpy(carry))
-            self.register_buffer("taps", torch.from_numpy(taps.copy()).view(1, 1, -1))
+            iir = fe._iir_matrices()
+            self.register_buffer("w_hi", torch.from_numpy(iir["z"][0]))
+            self.register_buffer("w_rest", torch.from_numpy(iir["z"][1]))
+            self.register_buffer("carry", torch.from_numpy(iir["carry_z"]))
+            self.gains = [float(g) for g in iir["state_gains"]]
             self.register_buffer("win", torch.from_numpy(np.hamming(400).astype(np.float32)))
-            self.block = fe.BLOCK
+            self.block, self.bits = fe.BLOCK, fe._HI_BITS
+
+        def split_dot(self, u):
+            m = u.abs().amax(dim=-1, keepdim=True)
+            m = torch.where(m > 0, m, torch.ones_like(m))
+            g = torch.pow(2.0, torch.ceil(torch.log2(m)).clamp(-100, 100) - self.bits)
+            g = torch.where(g * 2.0 ** self.bits < m, 2 * g, g)
+            hi = torch.round(u / g) * g
+            return hi @ self.w_hi + torch.cat([hi, u - hi], dim=-1) @ self.w_rest
 
         def forward(self, x):
             peak = x.abs().amax(dim=1, keepdim=True)
@@ -91,20 +101,20 @@ def torch_student(width: float):
             L, P = x.shape[1], self.block
             nb = -(-L // P)
             d = nn.functional.pad(d, (0, nb * P - L)).view(-1, nb, P)
-            local = d @ self.tri
-            ends = local[:, :, -1].unsqueeze(1)
-            ends = nn.functional.pad(ends, (self.taps.shape[-1] - 1, 0))
-            states = nn.functional.conv1d(ends, self.taps).squeeze(1)
+            out = self.split_dot(d)
+            local, states = out[..., :P], out[..., P]
+            for j, gain in enumerate(self.gains):
+                states = states + gain * nn.functional.pad(states, (2 ** j, 0))[:, :-2 ** j]
             prev = nn.functional.pad(states, (1, 0))[:, :-1]
-            y = (local + prev.unsqueeze(-1) * self.carry).reshape(-1, nb * P)[:, :L]
-            z = y - 0.97 * nn.functional.pad(y, (1, 0))[:, :-1]
+            z = (local + prev.unsqueeze(-1) * self.carry).reshape(-1, nb * P)[:, :L]
             frames = z.unfold(1, 400, 160) * self.win
-            mag = torch.fft.rfft(frames, n=512).abs()
-            mag = torch.cat([mag, torch.flip(mag[..., 1:256], dims=[-1])], dim=-1)
+            mag = torch.fft.rfft(frames, n=512).abs()              # N, M, 257
             mu = mag.mean(1, keepdim=True)
             sd = mag.std(1, keepdim=True)
             out = torch.where(sd > 0, (mag - mu) / torch.where(sd > 0, sd, 1), 0)
-            return out.transpose(1, 2).unsqueeze(1)               # N, 1, 512, M
+            out = out.transpose(1, 2)
+            out = torch.cat([out, torch.flip(out[:, 1:256], dims=[1])], dim=1)
+            return out.unsqueeze(1)                                # N, 1, 512, M
 
     class Student(nn.Module):
         def __init__(self):

@@ -17,7 +17,7 @@ Protocol:
 3. per fold, a multinomial logistic regression with intercepts and no regularisation
    (MATLAB ``mnrfit``; here scikit-learn ``LogisticRegression(C=inf, solver="lbfgs")``,
    multinomial for more than 2 classes) on the other 9 folds; held-out class = argmax.
-4. accuracy per fold; mean +- std (population std, ``numpy.std``) over folds; confusion
+4. accuracy per fold; mean +- std (N-1, as MATLAB's ``std``) over folds; confusion
    matrices summed over folds and row-normalised for the figure.
 
 The logistic layer fitted on all clips is saved as ``calibration.json``
@@ -165,7 +165,9 @@ class CvResult:
 
     @property
     def std(self) -> float:
-        return float(np.std(self.fold_accuracies))
+        """Sample std over folds, N-1 as MATLAB's ``std`` (0 for a single fold)."""
+        a = self.fold_accuracies
+        return float(np.std(a, ddof=1)) if len(a) > 1 else 0.0
 
     def to_json(self, class_names: Sequence[str]) -> dict:
         return {"accuracy_mean": self.mean, "accuracy_std": self.std,

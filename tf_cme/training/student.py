@@ -274,7 +274,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     from ..models.student import with_frontend
     from . import losses as losses_lib
     from .distiller import Distiller
-    from .optim import sgd
+    from .optim import set_learning_rate, sgd
 
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
@@ -354,7 +354,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     t0 = time.time()
     for e in bar:
         lr = float(lrs[e - 1])
-        distiller.optimizer.learning_rate.assign(lr)
+        set_learning_rate(distiller.optimizer, lr)  # MatConvNet: lr after momentum
         ds = dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True).take(steps)
         hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
                              validation_data=val_ds, shuffle=False)

@@ -287,7 +287,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
             break
         epoch = state["epoch"]            # 0-based index of the epoch to run
         lr = schedule[epoch]
-        opt.learning_rate.assign(lr)
+        optim.set_learning_rate(opt, lr)  # MatConvNet: lr after momentum
         ds = faces_dataset(cfg.records, "train", batch_size=cfg.batch_size, training=True,
                            seed=cfg.seed * 1000 + epoch, augment=_augment_mode(cfg), repeat=True,
                            shuffle_buffer=cfg.shuffle_buffer).take(steps)
