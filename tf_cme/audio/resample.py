@@ -1,8 +1,10 @@
-"""The one resampler of tf-cme: polyphase (upfirdn) resampling in core TensorFlow ops.
+"""The one resampler of tf-cme: polyphase (upfirdn) resampling, one filter design and one
+set of polyphase matrices, executed in core TensorFlow ops or in NumPy.
 
 Every stage that changes a sample rate uses this module: the record builders and
-``load_audio`` (through :func:`resample_np`), the exported SavedModels (``from_wav`` feeds
-``tf.audio.decode_wav``'s rate tensor to :func:`resample_dynamic`) and ``predict.py``.
+``load_audio`` through :func:`resample_np` (NumPy: builder workers never import
+TensorFlow), the exported SavedModels (``from_wav`` feeds ``tf.audio.decode_wav``'s rate
+tensor to :func:`resample_dynamic`) and graphs through :func:`resample` (TensorFlow).
 It reproduces ``scipy.signal.resample_poly(x, up, down)`` with its defaults (Kaiser
 window, beta 5.0, ``half_len = 10 * max(up, down)``, gain ``up``, zero padding at both
 ends, the same output length ``ceil(n * up / down)`` and the same alignment: output
@@ -29,7 +31,10 @@ no zero-stuffed upsampled signal is ever built (44.1 -> 16 kHz is ``up = 160``,
   of the multiply-adds of the plain kernel).
 
 Only core ops (pad, reshape, strided slice, conv1d, batch matmul, switch_case): safe for
-exported SavedModels (no tensorflow-io).
+exported SavedModels (no tensorflow-io).  :func:`resample_np` applies the same matrices
+(``[W, U]``, or per group ``[Wg, P]``) as float32 NumPy matrix products over the windows of
+the padded signal, a bounded number of blocks at a time; the two executions agree to
+float32 rounding (about 1e-6).
 """
 from __future__ import annotations
 
