@@ -1,14 +1,24 @@
 # tf-cme: the two commands (`make demo`, `make test`) work on a fresh clone with
-# nothing installed: they create .venv and install the package with constraints.txt.
+# nothing installed: they create .venv and install the package with constraints.txt
+# (TensorFlow 2.17.1 with tensorflow-io). `make test-tf221` runs the suite again on the
+# newest tested TensorFlow (2.21, constraints-tf221.txt, no tensorflow-io) in .venv-tf221.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS := test,bench
+EXTRAS := test,bench,tfio
+VENV221  := .venv-tf221
+PY221    := $(VENV221)/bin/python
+STAMP221 := $(VENV221)/.installed
+EXTRAS221 := test,bench
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
+# a test skipped for a missing Python package fails instead (tests/conftest.py); -rs
+# lists every other skip with its reason
+PYTEST := -m pytest -q -rs tests
+export TF_CME_STRICT_SKIPS := 1
 
-.PHONY: demo test bench clean install
+.PHONY: demo test test-tf221 bench clean install
 
 install: $(STAMP)
 
@@ -18,13 +28,23 @@ $(STAMP): setup.py constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
+$(STAMP221): setup.py constraints-tf221.txt
+	@test -x $(PY221) || $(PYTHON) -m venv $(VENV221)
+	$(PY221) -m pip install --quiet --upgrade pip
+	$(PY221) -m pip install --quiet -c constraints-tf221.txt -e ".[$(EXTRAS221)]"
+	@touch $(STAMP221)
+
 ## make demo: the whole pipeline on the generated demo corpus, under runs/demo/
 demo: $(STAMP)
 	$(PY) scripts/demo.py --out runs/demo
 
-## make test: the test suite (every extra the tests use is installed)
+## make test: the test suite on the pinned stack (every extra the tests use is installed)
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) $(PYTEST)
+
+## make test-tf221: the same suite on TensorFlow 2.21 (.venv-tf221, without tensorflow-io)
+test-tf221: $(STAMP221)
+	$(PY221) $(PYTEST)
 
 ## make bench: every data-moving stage side by side with its peer; writes bench.json
 bench: $(STAMP)

@@ -1,20 +1,18 @@
 """tf-cme: a TensorFlow/Keras port of "Emotion Recognition in Speech using
 Cross-Modal Transfer in the Wild" (Albanie et al., ACM MM 2018).
 
-Exact tested versions live in constraints.txt; the Makefile installs with it.
+Exact tested versions live in constraints.txt (TensorFlow 2.17.1, the default) and
+constraints-tf221.txt (TensorFlow 2.21.0); the Makefile installs with them.
 """
 from setuptools import find_packages, setup
 
 CORE = [
-    # The full wheel, not tensorflow-cpu: with tensorflow-cpu, tensorflow-serving-api
-    # pulls in a second TensorFlow and breaks tensorflow-io.
-    "tensorflow==2.17.1",
-    "keras==3.15.1",
-    # Native ops built against TF 2.17: the reason TF is pinned there. Offline stages only.
-    "tensorflow-io==0.37.1",
-    "tensorboard>=2.17,<2.18",
-    # tensorboard 2.17's command line imports pkg_resources, which setuptools 81+ removed.
-    "setuptools<81",
+    # Tested on TF 2.17.1 (constraints.txt) and 2.21.0 (constraints-tf221.txt).
+    # The full wheel, not tensorflow-cpu: tensorflow-serving-api requires `tensorflow`,
+    # so with tensorflow-cpu a second TensorFlow would be installed over the first.
+    "tensorflow>=2.17.1,<2.22",
+    "keras>=3.15.1,<3.16",
+    "tensorboard>=2.17,<2.22",
     "numpy==1.26.4",
     "scipy",
     "scikit-learn",
@@ -23,13 +21,21 @@ CORE = [
     "tqdm",
     "google-crc32c",              # TFRecord CRC-32C in C: shards written and verified without TF
     "opencv-python-headless<5",   # 5.x dropped the Haar cascades
-    "av",                         # PyAV: video and compressed audio containers
+    # FLAC, Ogg Vorbis/Opus, MP3: the wheels bundle libsndfile (1.2.2 in 0.13+; MP3 from 1.1)
+    "soundfile>=0.12",
+    "av",                         # PyAV: video and compressed audio containers, fallback decoder
     "mtcnn",                      # aligned faces; weights ship inside the wheel
 ]
-SERVING = ["tensorflow-serving-api>=2.17,<2.18", "grpcio"]
+# tensorflow-io adds nothing the core needs (soundfile and PyAV decode every format it
+# reads); the extra keeps load_audio(backend="tfio") as a cross-check. Its native ops are
+# built for TF 2.17 only (its last release), so install it only with TF 2.17.
+TFIO = ["tensorflow-io==0.37.1"]
+# tensorflow-serving-api pins tensorflow to its own minor version: 2.17.x with TF 2.17,
+# 2.21.x with TF 2.21 (the constraints files pick the pair).
+SERVING = ["tensorflow-serving-api>=2.17,<2.22", "grpcio"]
 BENCH = ["torch==2.13.0"]         # benchmark peers only; never a core dependency
 # jax: the student's front end and network are checked on Keras's JAX backend too
-TEST = ["pytest", "hypothesis", "soundfile", "h5py", "jax[cpu]"] + SERVING
+TEST = ["pytest", "hypothesis", "h5py", "jax[cpu]"] + SERVING
 
 setup(
     name="tf-cme",
@@ -40,7 +46,7 @@ setup(
     packages=find_packages(include=["tf_cme", "tf_cme.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=CORE,
-    extras_require={"serving": SERVING, "bench": BENCH, "test": TEST},
+    extras_require={"serving": SERVING, "bench": BENCH, "test": TEST, "tfio": TFIO},
     include_package_data=True,
     license="MIT",
 )

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The project's interpreter (the venv's when present), for script subprocesses.
-PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv/bin/python").exists() \
-    else sys.executable
+#: The interpreter running the tests (so `make test-tf221` runs its scripts on the
+#: TF 2.21 venv, not on .venv), for script subprocesses.
+PY = sys.executable
 
 
 def env(**kw) -> dict:

@@ -2,9 +2,14 @@
 levels.  Files are generated here: WAV/FLAC/Ogg with soundfile, MP3/MP4/AVI/MOV with PyAV."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import pickle
 import struct
+import subprocess
+import sys
+import textwrap
 import wave
 
 import av
@@ -15,6 +20,11 @@ import soundfile as sf
 
 from tf_cme.audio import io as aio
 from tf_cme.utils import CmeError
+
+from _proc import ROOT, env
+
+#: tensorflow-io is the optional `tfio` extra (TF 2.17 only); the tests check both cases
+HAVE_TFIO = importlib.util.find_spec("tensorflow_io") is not None
 
 SUBTYPES = {"PCM_U8": 128.0, "PCM_16": 32768.0, "PCM_24": float(1 << 23),
             "PCM_32": float(1 << 31), "FLOAT": None, "DOUBLE": None}
@@ -165,18 +175,88 @@ def test_max_seconds_equals_truncated_full_decode(tmp_path):
 
 # ------------------------------------------------------------------ compressed formats
 
-def test_flac_lossless_via_tfio_and_av(tmp_path):
+def test_flac_lossless_via_every_backend(tmp_path):
     x = _stereo(44100, 0.3)
     for subtype in ("PCM_16", "PCM_24"):
         path = tmp_path / f"a_{subtype}.flac"
         q = _write(path, x, 44100, subtype).astype(np.float32)
-        for backend in ("auto", "tfio", "av"):
+        for backend in ("auto", "soundfile", "av") + (("tfio",) if HAVE_TFIO else ()):
             y, r = aio.load_audio(path, target_rate=None, mono=False, backend=backend)
             assert r == 44100
-            np.testing.assert_allclose(y, q, atol=1e-7, rtol=0, err_msg=f"{subtype} {backend}")
+            np.testing.assert_array_equal(y, q, err_msg=f"{subtype} {backend}")   # exact
         y, _ = aio.load_audio(path)
         ref = _resample_ref(q.mean(1), 44100)
         assert y.shape == ref.shape and np.abs(y - ref).max() < 1e-5
+        part, _ = aio.load_audio(path, max_seconds=0.1)                # a prefix decode
+        np.testing.assert_allclose(part, y[:1600], atol=1e-6, rtol=0)
+
+
+def test_tfio_backend_only_where_installed(tmp_path):
+    """``backend="tfio"`` decodes with tensorflow-io where the extra is installed and is
+    a clear error naming the file and the extra where it is not (never a silent switch)."""
+    path = tmp_path / "a.flac"
+    q = _write(path, _tone(22050, 0.2), 22050).astype(np.float32)
+    if HAVE_TFIO:
+        y, r = aio.load_audio(path, target_rate=None, backend="tfio")
+        assert r == 22050
+        np.testing.assert_array_equal(y, q)
+    else:
+        _raises(path, r"tensorflow-io is not installed.*tf-cme\[tfio\]", backend="tfio")
+    with pytest.raises(ValueError, match="'soundfile', 'av', 'tfio'"):
+        aio.load_audio(path, backend="tensorflow-io")
+
+
+# One script for the subprocess below: it decodes like a record builder's worker, with
+# TensorFlow and tensorflow-io made unimportable (sys.modules[name] = None: any import
+# of them raises ImportError), and reports what it got.
+_NO_TF_WORKER = textwrap.dedent("""
+    import json, sys
+    sys.modules["tensorflow"] = sys.modules["tensorflow_io"] = None
+    import numpy as np
+    from tf_cme.audio.io import load_audio
+    from tf_cme.data.emovox import audio_record
+    out = {}
+    for p in sys.argv[1:]:
+        y, r = load_audio(p)
+        rec = audio_record(__import__("pathlib").Path(p))
+        out[p] = {"rate": r, "y": y.tolist(), "record_samples": rec[1], "record_rate": rec[2]}
+    out["modules"] = sorted(m for m, v in sys.modules.items() if v is not None and
+                            m.split(".")[0] in ("tensorflow", "tensorflow_io", "keras", "jax"))
+    print(json.dumps(out))
+""")
+
+
+def test_decoding_and_resampling_never_import_tensorflow(tmp_path):
+    """A record builder's worker (load_audio -> emovox.audio_record) decodes WAV, FLAC,
+    Ogg Vorbis/Opus and MP3 and resamples 44.1 / 48 kHz to 16 kHz without TensorFlow or
+    tensorflow-io: the same numbers as in this process, and scipy's resampling."""
+    x = _stereo(44100, 0.5)
+    files = {}
+    files["a.wav"] = _write(tmp_path / "a.wav", x, 44100)
+    files["a.flac"] = _write(tmp_path / "a.flac", x, 44100, "PCM_24")
+    sf.write(tmp_path / "a.ogg", x, 44100)
+    sf.write(tmp_path / "a.opus", _stereo(48000, 0.5), 48000, format="OGG", subtype="OPUS")
+    sf.write(tmp_path / "a.mp3", x, 44100, format="MP3")
+    paths = [str(tmp_path / n) for n in ("a.wav", "a.flac", "a.ogg", "a.opus", "a.mp3")]
+    proc = subprocess.run([sys.executable, "-c", _NO_TF_WORKER, *paths], cwd=ROOT,
+                          env=env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got.pop("modules") == []
+    for p in paths:
+        name = p.rsplit("/", 1)[1]
+        y = np.asarray(got[p]["y"], np.float32)
+        assert got[p]["rate"] == 16000 and got[p]["record_samples"] == len(y)
+        assert got[p]["record_rate"] == (48000 if name == "a.opus" else 44100)
+        here, _ = aio.load_audio(p)
+        np.testing.assert_array_equal(y, here, err_msg=name)
+        if name in files:                                   # lossless: scipy's numbers
+            ref = _resample_ref(files[name].mean(1), 44100)
+            assert y.shape == ref.shape and np.abs(y - ref).max() < 1e-5, name
+        else:                                               # lossy: the tone survives
+            assert abs(len(y) - 8000) < 700, name
+            assert abs(_peak_freq(y, 16000) - 440.0) < 3.0, name
 
 
 def test_ogg_vorbis(tmp_path):
@@ -192,7 +272,7 @@ def test_ogg_vorbis(tmp_path):
 def test_mp3_stereo_22k(tmp_path):
     x = np.stack([_tone(22050, 1.0, 440.0, 0.4), _tone(22050, 1.0, 440.0, 0.2)], 1)
     path = _encode_av(tmp_path / "a.mp3", x, 22050, "libmp3lame")
-    for backend in ("auto", "av"):
+    for backend in ("auto", "soundfile", "av"):
         y, r = aio.load_audio(path, backend=backend)
         assert r == 16000 and abs(len(y) - 16000) < 1200                # encoder padding
         assert abs(_peak_freq(y, 16000) - 440.0) < 2.0

@@ -183,18 +183,34 @@ def test_save_and_load_model_with_metadata(tmp_path):
 
 # --- packaging contract -----------------------------------------------------------------
 
+def _constraints(name: str) -> dict:
+    lines = (ROOT / name).read_text().splitlines()
+    pins = [line.split("==") for line in lines if line and not line.startswith("#")]
+    assert all(len(p) == 2 for p in pins), name                  # exact versions only
+    return dict(pins)
+
+
 def test_setup_pins_the_stack_and_extras():
     text = (ROOT / "setup.py").read_text()
-    for pin in ['"tensorflow==2.17.1"', '"keras==3.15.1"', '"tensorflow-io==0.37.1"',
-                '"numpy==1.26.4"', '"torch==2.13.0"', '"opencv-python-headless<5"']:
+    for pin in ['"tensorflow>=2.17.1,<2.22"', '"keras>=3.15.1,<3.16"', '"tensorflow-io==0.37.1"',
+                '"numpy==1.26.4"', '"torch==2.13.0"', '"opencv-python-headless<5"',
+                '"soundfile>=0.12"', 'python_requires=">=3.11,<3.12"', '"tfio": TFIO']:
         assert pin in text
+    core = text[text.index("CORE = ["):text.index("]", text.index("CORE = ["))]
+    assert "tensorflow-io" not in core and "setuptools" not in core     # optional / CLI-only
     assert "tensorflow-cpu" not in text.replace("not tensorflow-cpu", "").replace(
         "with tensorflow-cpu", "")
     assert "tensorflow-addons" not in text
-    cons = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().split()
-                if "==" in line)
+    cons = _constraints("constraints.txt")                        # the pinned default stack
     assert cons["tensorflow"] == "2.17.1" and cons["keras"] == "3.15.1"
     assert cons["tensorflow-io"] == "0.37.1" and cons["numpy"] == "1.26.4"
+    assert cons["tensorflow-serving-api"] == "2.17.1"
+    assert int(cons["setuptools"].split(".")[0]) < 81             # tensorboard 2.17's CLI
+    new = _constraints("constraints-tf221.txt")                   # the newest tested stack
+    assert new["tensorflow"].startswith("2.21.") and new["keras"] == "3.15.1"
+    assert new["tensorflow-serving-api"].startswith("2.21.")
+    assert "tensorflow-io" not in new and new["numpy"] == "1.26.4"
+    assert set(new) <= set(cons) | {"wheel"}
 
 
 def test_readme_starts_with_the_two_commands():
@@ -210,4 +226,5 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_ci_runs_make_test():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "make test\n" in text and "make test-tf221" in text

@@ -1,4 +1,6 @@
-"""The project's one resampler (tf_cme.audio.resample) against scipy.signal.resample_poly."""
+"""The project's one resampler (tf_cme.audio.resample) against scipy.signal.resample_poly:
+its TensorFlow execution (graphs, exported models) and its NumPy execution (``resample_np``,
+offline stages and worker processes) of the same polyphase matrices."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +13,8 @@ import tensorflow as tf
 from tf_cme.audio import resample as R
 
 PAIRS = [(8000, 16000), (22050, 16000), (44100, 16000), (48000, 16000), (16000, 8000)]
-TOL = 1e-5
+TOL = 1e-5          # against scipy (float64 accumulation)
+NP_TF_TOL = 2e-6    # NumPy against TensorFlow execution (float32, different summation order)
 
 
 def _ref(x, rate_in, rate_out):
@@ -66,6 +69,37 @@ def test_eager_parity_with_scipy(rate_in, rate_out):
         y1 = R.resample_np(x[1], rate_in, rate_out)                     # 1-D NumPy
         assert y1.shape == ref[1].shape
         assert np.abs(y1 - ref[1]).max() < TOL
+
+
+@pytest.mark.parametrize("rate_in", R.COMMON_RATES)
+def test_numpy_and_tensorflow_executions_agree(rate_in):
+    """``resample_np`` (NumPy matmuls) and ``resample`` (conv1d / batched matmul in TF) run
+    the same polyphase matrices: equal to float32 rounding, both within scipy's tolerance,
+    in both forms (plain kernel for few phases, banded groups for many)."""
+    rng = np.random.default_rng(rate_in + 7)
+    up, down = R.ratio(rate_in, 16000)
+    for n in (1, 5, 1001, rate_in + 17):
+        x = _signal(rng, (3, n))
+        y_np = R.resample_np(x, rate_in, 16000)
+        y_tf = R.resample(tf.constant(x), rate_in, 16000).numpy()
+        assert y_np.shape == y_tf.shape == (3, R.output_length(n, rate_in, 16000))
+        assert y_np.dtype == np.float32
+        assert np.abs(y_np - y_tf).max() < NP_TF_TOL, (rate_in, n)
+        if up != down:
+            ref = _ref(x, rate_in, 16000)
+            assert np.abs(y_np - ref).max() < TOL and np.abs(y_tf - ref).max() < TOL
+
+
+def test_numpy_execution_in_chunks_is_exact(monkeypatch):
+    """Long signals are resampled a bounded number of blocks at a time: chunk boundaries
+    change nothing (BLAS may sum a different number of rows in another order: float32
+    rounding, while a misplaced block would be off by the signal's size)."""
+    rng = np.random.default_rng(3)
+    x = _signal(rng, (2, 20011))
+    whole = {r: R.resample_np(x, r, 16000) for r in (44100, 48000)}
+    monkeypatch.setattr(R, "_CHUNK_SAMPLES", 3000)            # a few blocks per chunk
+    for r, y in whole.items():
+        np.testing.assert_allclose(R.resample_np(x, r, 16000), y, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("rate_in,rate_out", PAIRS)

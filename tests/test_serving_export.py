@@ -75,8 +75,8 @@ def test_no_tensorflow_io_ops(tiny):
         assert ex.non_core_ops(v) == []
 
 
-def test_saved_model_cli_lists_signatures(tiny, repo_root):
-    cli = repo_root / ".venv" / "bin" / "saved_model_cli"
+def test_saved_model_cli_lists_signatures(tiny):
+    cli = Path(sys.executable).parent / "saved_model_cli"     # this venv's, not .venv's
     cmd = [str(cli)] if cli.exists() else [sys.executable, "-m",
                                            "tensorflow.python.tools.saved_model_cli"]
     procs = {key: subprocess.Popen(cmd + ["show", "--dir", str(tiny[key]), "--all"],

@@ -5,10 +5,17 @@
 - WAV (RIFF/WAVE): read by a small NumPy RIFF reader here: integer PCM of 8 (unsigned),
   16, 24 and 32 bits, IEEE float of 32 and 64 bits, plain or WAVE_FORMAT_EXTENSIBLE, any
   rate and channel count (other WAV codecs such as ADPCM or mu-law go to PyAV);
-- FLAC, Ogg Vorbis/Opus and MP3: tensorflow-io (``tfio.audio.AudioIOTensor``), with PyAV
-  (FFmpeg) as the fallback when tensorflow-io cannot read a file;
+- FLAC, Ogg Vorbis/Opus and MP3: soundfile (libsndfile, which its wheels bundle: 1.2.2
+  with soundfile 0.13+; MP3 needs libsndfile 1.1+, Opus 1.0.29+), with PyAV (FFmpeg) as
+  the fallback when libsndfile cannot read a file (an older system libsndfile without MP3,
+  an odd stream);
 - containers (mp4, m4a, mov, avi, mkv, webm, ...) and anything else: the first audio
   track, decoded with PyAV.
+
+tensorflow-io is not used by ``"auto"``: soundfile and PyAV read every format it reads,
+without TensorFlow (record builders decode in worker processes that never import it) and
+without its TF-version-bound native ops.  Where it is installed (the ``tfio`` extra, TF
+2.17 only), ``backend="tfio"`` still decodes with it, as an independent cross-check.
 
 Integer PCM becomes float32 in [-1, 1] by dividing by ``2**(bits-1)`` (int16 / 32768),
 stereo is down-mixed by averaging the channels, and other rates are converted with the
@@ -30,10 +37,11 @@ import numpy as np
 from tf_cme.utils import CmeError, atomic_path
 
 __all__ = ["load_audio", "audio_info", "write_wav", "audio_dbfs", "Level", "DBFS_FLOOR",
-           "WAV_EXTS", "TFIO_EXTS", "CONTAINER_EXTS"]
+           "WAV_EXTS", "SNDFILE_EXTS", "CONTAINER_EXTS", "BACKENDS"]
 
 WAV_EXTS = frozenset({".wav", ".wave"})
-TFIO_EXTS = frozenset({".flac", ".ogg", ".oga", ".opus", ".mp3"})
+SNDFILE_EXTS = frozenset({".flac", ".ogg", ".oga", ".opus", ".mp3"})
+BACKENDS = ("auto", "soundfile", "av", "tfio")
 CONTAINER_EXTS = frozenset({".mp4", ".m4a", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".aac",
                             ".3gp", ".mpg", ".mpeg", ".ts", ".wma", ".flv"})
 DBFS_FLOOR = -200.0     # level reported for digital silence (instead of -inf)
@@ -132,15 +140,53 @@ def _pcm_to_float(raw: bytes, tag: int, width: int, channels: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------
-# tensorflow-io (FLAC / Ogg / MP3)
+# soundfile / libsndfile (FLAC / Ogg / MP3)
 # ---------------------------------------------------------------------------------------
 
-def _read_tfio(path: Path, max_frames: Callable[[int], int | None]):
+def _read_sndfile(path: Path, max_frames: Callable[[int], int | None]):
+    """libsndfile through soundfile.  Integer subtypes are read as left-aligned int32
+    and scaled by ``2**31`` in float64, so 16- and 24-bit samples come out exactly as
+    ``int / 2**(bits-1)`` (the WAV reader's numbers); float codecs (Vorbis, Opus, MP3)
+    as the decoder's float32."""
+    try:
+        import soundfile as sf
+    except Exception as e:  # pragma: no cover - soundfile is a core dependency
+        raise _Unsupported(f"soundfile unavailable: {e}")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = int(f.samplerate)
+            limit = max_frames(rate)
+            integer = f.subtype.startswith("PCM_")
+            data = f.read(-1 if limit is None else limit,
+                          dtype="int32" if integer else "float32", always_2d=True)
+    except Exception as e:      # LibsndfileError / RuntimeError: unknown or broken -> PyAV
+        raise _Unsupported(f"soundfile: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+    if integer:
+        data = (data.astype(np.float64) / float(1 << 31)).astype(np.float32)
+    return data, rate
+
+
+# ---------------------------------------------------------------------------------------
+# tensorflow-io (optional cross-check decoder: load_audio(backend="tfio"))
+# ---------------------------------------------------------------------------------------
+
+def _tfio_module():
+    """``tensorflow_io`` if it is installed and its native ops load, else ``CmeError``
+    (it imports TensorFlow, so only an explicit ``backend="tfio"`` gets here)."""
+    import importlib.util
+    if importlib.util.find_spec("tensorflow_io") is None:
+        raise _Unsupported("tensorflow-io is not installed (pip install 'tf-cme[tfio]', "
+                           "TensorFlow 2.17 only)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import tensorflow_io as tfio
-    except Exception as e:  # pragma: no cover - tfio is a core dependency
-        raise _Unsupported(f"tensorflow-io unavailable: {e}")
+    except Exception as e:
+        raise _Unsupported(f"tensorflow-io does not import: {str(e).splitlines()[0][:200]}")
+    return tfio
+
+
+def _read_tfio(path: Path, max_frames: Callable[[int], int | None]):
+    tfio = _tfio_module()
     try:
         audio = tfio.audio.AudioIOTensor(str(path))
         rate = int(audio.rate.numpy())
@@ -151,7 +197,7 @@ def _read_tfio(path: Path, max_frames: Callable[[int], int | None]):
         if frames == 0:
             return np.zeros((0, max(channels, 1)), np.float32), rate
         data = audio[:frames].numpy()
-    except Exception as e:      # tf.errors.*: unknown / broken file -> let PyAV try
+    except Exception as e:      # tf.errors.*: unknown / broken file, ops that do not load
         raise _Unsupported(f"tensorflow-io: {str(e).splitlines()[0][:200]}")
     return _int_to_float(data), rate
 
@@ -254,13 +300,14 @@ def _decode(path: Path, max_frames, backend: str):
     ext = path.suffix.lower()
     if backend == "av":
         return _read_av(path, max_frames)
-    if backend == "tfio":
+    if backend in ("soundfile", "tfio"):
         try:
-            return _read_tfio(path, max_frames)
+            return (_read_sndfile if backend == "soundfile" else _read_tfio)(path, max_frames)
         except _Unsupported as e:
             raise CmeError(f"{path}: cannot decode audio: {e}")
     if backend != "auto":
-        raise ValueError(f"backend must be 'auto', 'tfio' or 'av', got {backend!r}")
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                         f"got {backend!r}")
     if _is_riff_wave(path):
         try:
             return _read_wav(path, max_frames)
@@ -268,9 +315,9 @@ def _decode(path: Path, max_frames, backend: str):
             return _read_av(path, max_frames)
     if ext in WAV_EXTS:                   # named .wav but not RIFF/WAVE: let FFmpeg probe it
         return _read_av(path, max_frames)
-    if ext in TFIO_EXTS:
+    if ext in SNDFILE_EXTS:
         try:
-            return _read_tfio(path, max_frames)
+            return _read_sndfile(path, max_frames)
         except _Unsupported:
             return _read_av(path, max_frames)
     return _read_av(path, max_frames)
@@ -285,8 +332,9 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = 16000, mono: b
     rate when ``target_rate`` is None).  Stereo is down-mixed by averaging the channels.
     ``max_seconds`` keeps the first ``floor(max_seconds * rate)`` output samples (only
     about that much is decoded; the values equal those of resampling the whole file).
-    ``backend``: ``"auto"`` (WAV reader / tensorflow-io / PyAV by format), ``"tfio"`` or
-    ``"av"`` (force one decoder).
+    ``backend``: ``"auto"`` (WAV reader / soundfile / PyAV by format), or force one
+    decoder: ``"soundfile"``, ``"av"``, ``"tfio"`` (only where tensorflow-io is installed;
+    a ``CmeError`` saying so elsewhere).  Only ``"tfio"`` imports TensorFlow.
     Raises ``CmeError`` naming the file for a missing or unreadable file, no audio track,
     zero-length audio and NaN / infinite samples.
     """

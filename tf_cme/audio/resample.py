@@ -1,8 +1,10 @@
-"""The one resampler of tf-cme: polyphase (upfirdn) resampling in core TensorFlow ops.
+"""The one resampler of tf-cme: polyphase (upfirdn) resampling, one filter design and one
+set of polyphase matrices, executed in core TensorFlow ops or in NumPy.
 
 Every stage that changes a sample rate uses this module: the record builders and
-``load_audio`` (through :func:`resample_np`), the exported SavedModels (``from_wav`` feeds
-``tf.audio.decode_wav``'s rate tensor to :func:`resample_dynamic`) and ``predict.py``.
+``load_audio`` through :func:`resample_np` (NumPy: builder workers never import
+TensorFlow), the exported SavedModels (``from_wav`` feeds ``tf.audio.decode_wav``'s rate
+tensor to :func:`resample_dynamic`) and graphs through :func:`resample` (TensorFlow).
 It reproduces ``scipy.signal.resample_poly(x, up, down)`` with its defaults (Kaiser
 window, beta 5.0, ``half_len = 10 * max(up, down)``, gain ``up``, zero padding at both
 ends, the same output length ``ceil(n * up / down)`` and the same alignment: output
@@ -29,7 +31,10 @@ no zero-stuffed upsampled signal is ever built (44.1 -> 16 kHz is ``up = 160``,
   of the multiply-adds of the plain kernel).
 
 Only core ops (pad, reshape, strided slice, conv1d, batch matmul, switch_case): safe for
-exported SavedModels (no tensorflow-io).
+exported SavedModels (no tensorflow-io).  :func:`resample_np` applies the same matrices
+(``[W, U]``, or per group ``[Wg, P]``) as float32 NumPy matrix products over the windows of
+the padded signal, a bounded number of blocks at a time; the two executions agree to
+float32 rounding (about 1e-6).
 """
 from __future__ import annotations
 
@@ -274,16 +279,47 @@ def resample_dynamic(x, rate_in, rate_out, rates: Sequence[int] = COMMON_RATES):
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(up: int, down: int):
-    tf = _tf()
-    # one graph per ratio, any batch / length (no retracing per clip length)
-    return tf.function(lambda v: _resample_2d(tf, v, up, down),
-                       input_signature=[tf.TensorSpec([None, None], tf.float32)])
+_CHUNK_SAMPLES = 1 << 20    # window samples per NumPy matmul (bounds the copies' memory)
+
+
+def _resample_2d_np(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """:func:`_resample_2d` in NumPy: the same polyphase matrices (:func:`polyphase_kernel`,
+    :func:`polyphase_groups`), applied as float32 matrix products over the signal's
+    windows, so worker processes resample without importing TensorFlow.  ``x``: float32
+    ``[B, n]`` with ``n > 0``."""
+    kernel, A, W, U, D = polyphase_kernel(up, down)
+    groups = polyphase_groups(up, down)
+    batch, n_in = x.shape
+    n_out = -(-n_in * up // down)
+    blocks = max(-(-n_out // U), 1)
+    if groups is None:
+        parts = [(0, W, kernel[:, 0, :])]                # window offset, length, [W, U]
+    else:
+        weights, lo, Wg = groups
+        parts = [(o, Wg, weights[g]) for g, o in enumerate(lo)]
+    need = (blocks - 1) * D + max(o + w for o, w, _ in parts)
+    xp = np.zeros((batch, max(need, A + n_in)), np.float32)
+    xp[:, A:A + n_in] = x
+    y = np.empty((batch, blocks, U), np.float32)
+    # block s, part (o, w, M) fills outputs s*U + cols: xp[s*D + o : s*D + o + w] @ M
+    step = max(1, _CHUNK_SAMPLES // (batch * max(w for _, w, _ in parts)))
+    col = 0
+    for o, w, M in parts:
+        view = np.lib.stride_tricks.sliding_window_view(xp, w, axis=-1)   # [B, len-w+1, w]
+        cols = M.shape[1]
+        for s0 in range(0, blocks, step):
+            s1 = min(blocks, s0 + step)
+            win = np.ascontiguousarray(view[:, o + s0 * D:o + (s1 - 1) * D + 1:D])
+            np.matmul(win, M, out=y[:, s0:s1, col:col + cols])
+        col += cols
+    return y.reshape(batch, blocks * U)[:, :n_out]
 
 
 def resample_np(x, rate_in: int, rate_out: int, axis: int = -1) -> np.ndarray:
-    """NumPy in, NumPy out: :func:`resample` along ``axis`` (float32 result)."""
+    """NumPy in, NumPy out: :func:`resample` along ``axis`` (float32 result), computed
+    in NumPy with the same filter and polyphase matrices as the TensorFlow path (the
+    two agree to float32 rounding, about 1e-6).  Never imports TensorFlow: record
+    builders call it from worker processes through ``load_audio``."""
     up, down = ratio(rate_in, rate_out)
     x = np.asarray(x, dtype=np.float32)
     if up == down == 1:
@@ -297,5 +333,5 @@ def resample_np(x, rate_in: int, rate_out: int, axis: int = -1) -> np.ndarray:
     if flat.shape[0] == 0 or flat.shape[-1] == 0:
         y = np.zeros((flat.shape[0], n_out), np.float32)
     else:
-        y = _compiled(up, down)(flat).numpy()
+        y = _resample_2d_np(flat, up, down)
     return np.moveaxis(y.reshape(lead + (n_out,)), -1, axis)

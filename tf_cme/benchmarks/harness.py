@@ -137,7 +137,20 @@ def run_stage(st: Stage, ctx: Context) -> dict:
             "peer_name": pair.peer_name, "ratio": o / p if p > 0 else float("inf"),
             "ours_per_core": o / oc, "peer_per_core": p / pair.peer_cores,
             "ours_cores": oc, "peer_cores": pair.peer_cores, "repeats": len(ours),
-            "ours_all": ours, "peer_all": peer, "note": pair.note}
+            "ours_all": ours, "peer_all": peer, "note": pair.note, "env": _env()}
+
+
+def _env() -> dict:
+    """The stack a row was measured on: TensorFlow's version and its oneDNN setting (the
+    tf_cme.runtime workaround changes the teacher's and the student's rates)."""
+    import importlib.metadata
+
+    from .. import runtime
+    try:
+        version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"tensorflow": version, "onednn": runtime.onednn_state()}
 
 
 def format_table(rows: list[dict]) -> str:
