@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""External speech-emotion benchmark of a frozen student (SPEC §7.3, emo_benchmarks.m).
+"""External speech-emotion benchmark of a frozen student (protocol §7.3, emo_benchmarks.m).
 
 The student's 8 logits per clip (whole clip, bucket crop) are the features of a
 multinomial logistic regression without regularisation, cross-validated over 10 folds

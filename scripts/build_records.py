@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="kind", required=True, metavar="{ferplus,emovox,external,verify}")
 
-    p = sub.add_parser("ferplus", help="FER2013 faces with FER+ labels (SPEC §2.1)")
+    p = sub.add_parser("ferplus", help="FER2013 faces with FER+ labels (protocol §2.1)")
     p.add_argument("--fer-csv", metavar="FILE", help="fer2013.csv (emotion,pixels,Usage)")
     p.add_argument("--ferplus-csv", metavar="FILE",
                    help="fer2013new.csv (Usage,Image name,neutral,...,contempt,unknown,NF), "
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                         "maxima, 3+ ties and weak majorities)")
     _common(p)
 
-    p = sub.add_parser("emovox", help="VoxCeleb tracks -> clip records (SPEC §2.2)")
+    p = sub.add_parser("emovox", help="VoxCeleb tracks -> clip records (protocol §2.2)")
     p.add_argument("--root", metavar="DIR",
                    help="VoxCeleb-layout tree: DIR/wav/, DIR/frames/, DIR/splits.txt")
     p.add_argument("--wav-dir", metavar="DIR", help="wav root (default ROOT/wav)")
@@ -73,10 +73,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--face-size", type=int, default=None, metavar="PX",
                    help="side of the saved 1.6x face crops for --videos (default 224)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
-                   help="clamp clips at S seconds (default 19.9, SPEC §3.1)")
+                   help="clamp clips at S seconds (default 19.9, protocol §3.1)")
     _common(p)
 
-    p = sub.add_parser("external", help="RML / eNTERFACE / manifest.csv clips (SPEC §2.3)")
+    p = sub.add_parser("external", help="RML / eNTERFACE / manifest.csv clips (protocol §2.3)")
     p.add_argument("--root", metavar="DIR", help="dataset folder")
     p.add_argument("--layout", choices=["auto", "manifest", "rml", "enterface"], default=None,
                    help="input convention (default auto: manifest.csv, else RML, else eNTERFACE)")

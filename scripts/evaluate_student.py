@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evaluate a student on labelled EmoVoxCeleb records (SPEC §7.1, the original's student_stats).
+"""Evaluate a student on labelled EmoVoxCeleb records (protocol §7.1, the original's student_stats).
 
 Student logits for every track (whole utterance up to 19.9 s, the front end's bucket
 crop of at most 10 s), the teacher's label per track (argmax of the per-emotion max over

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Evaluate a FER+ teacher (SPEC §4.3): accuracy on val and test against majority-vote
+"""Evaluate a FER+ teacher (protocol §4.3): accuracy on val and test against majority-vote
 labels, per-class recall, confusion matrices; writes metrics.json and figures/ into the
 run folder.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Label the face frames of emovox records with a teacher (SPEC §4.4): writes a labelled
+"""Label the face frames of emovox records with a teacher (protocol §4.4): writes a labelled
 record set with per-frame logits in FER+ order. Resumable: per-shard logits are cached
 (OUT.logits-cache/ by default) and cached shards are skipped on a re-run.
 
@@ -48,7 +48,7 @@ def main() -> int:
                         "for tight face crops)")
     p.add_argument("--cache", help="logits cache folder (default OUT.logits-cache)")
     p.add_argument("--stats", help="also write the per-frame dominant-emotion histogram "
-                                   "(log y-axis, SPEC §7.2) to this PNG")
+                                   "(log y-axis, protocol §7.2) to this PNG")
     p.add_argument("--stats-only", metavar="LABELLED",
                    help="only draw --stats for an existing labelled record set")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Distil the speech student from teacher-labelled EmoVoxCeleb records (SPEC §6), or
+"""Distil the speech student from teacher-labelled EmoVoxCeleb records (protocol §6), or
 with --teacher from an online frozen teacher run on the records' face frames.
 
 Defaults follow the original schedule: batch 64, 300 mini-epochs of 5 % of the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fine-tune a FER+ teacher (SPEC §4.2) into a run folder; re-running resumes.
+"""Fine-tune a FER+ teacher (protocol §4.2) into a run folder; re-running resumes.
 
 Writes RUN/config.json, RUN/checkpoints/last.npz (every epoch, atomic), RUN/tensorboard/,
 RUN/model.keras (the best epoch on val) and RUN/metrics.json.

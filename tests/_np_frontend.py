@@ -1,4 +1,4 @@
-"""An independent float64 NumPy/SciPy reference of SPEC §3.1 steps 1-7 and §3.2 (tests only).
+"""An independent float64 NumPy/SciPy reference of protocol §3.1 steps 1-7 and §3.2 (tests only).
 
 Written from the spec (``runSpec`` / ``mfccspec`` / ``rm_dc_n_dither``), sample by
 sample with ``scipy.signal.lfilter``; shares no code with ``tf_cme.audio.frontend``.
@@ -10,7 +10,7 @@ from scipy.signal import lfilter
 
 
 def spectrogram(x, crop="none", dither_rng=None):
-    """float64 ``[512, M]`` normalised spectrogram of one clip ``x`` (SPEC §3.1)."""
+    """float64 ``[512, M]`` normalised spectrogram of one clip ``x`` (protocol §3.1)."""
     x = np.asarray(x, dtype=np.float64)
     if np.max(np.abs(x)) <= 1:
         x = x * 2.0 ** 15

@@ -1,6 +1,6 @@
 """An independent float64 NumPy forward pass of the VGGFace2 (SE-)ResNet-50 teachers.
 
-Written from SPEC §4.1, not from ``tf_cme.models.resnet``: convolution by im2col +
+Written from protocol §4.1, not from ``tf_cme.models.resnet``: convolution by im2col +
 einsum, batch norm from MatConvNet moments (mean, sigma), ceil-mode max pool padded
 with -inf, SE blocks, global average pooling, 1x1 classifier. Parameters are in the
 MatConvNet naming (``<layer>_filter`` HxWxCinxCout, ``<layer>_bias``, ``<bn>_mult``,

@@ -40,7 +40,7 @@ def _read_wav(path):
 
 
 def cntk_clean(votes):
-    """float64 reference of the FER+ "CNTK" cleaning (SPEC §2.1): (label, keep, reason)."""
+    """float64 reference of the FER+ "CNTK" cleaning (protocol §2.1): (label, keep, reason)."""
     v = np.asarray(votes, np.float64).copy()
     v[v <= 1] = 0
     n = v.sum(1)

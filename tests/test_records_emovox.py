@@ -107,7 +107,7 @@ def test_clamped_at_19_9_seconds(tmp_path):
     assert c["waveform"].shape == (schema.MAX_SAMPLES,) and c["key"].numpy() == b"P/v/00001"
 
 
-# ------------------------------------------------------ alignment (SPEC §2.2, §6)
+# ------------------------------------------------------ alignment (protocol §2.2, §6)
 def _row_ref(n1):
     """idx(t) with t = n / 16000, exact integer form: floor(max(25 n - 16000, 0) / 96000) + 1."""
     return max(25 * n1 - 16000, 0) // 96000 + 1

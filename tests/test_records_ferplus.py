@@ -1,4 +1,4 @@
-"""FER+ cleaning rules (SPEC §2.1) on hand-made rows, the ferplus builder, bad input,
+"""FER+ cleaning rules (protocol §2.1) on hand-made rows, the ferplus builder, bad input,
 resume after a killed build, corrupt shards and the faces pipeline."""
 from __future__ import annotations
 
@@ -253,7 +253,7 @@ def test_faces_pipeline_determinism_and_augmentation(tmp_path):
     shift = tf.constant([[1, 0, 10, 0, 1, 0, 0, 0]], tf.float32)   # x' = x + 10
     out = pipelines.warp(img, shift, 109).numpy()[0, :, :, 0]
     assert (out[:, :37] == 7).all() and (out[:, 38:] == 109).all()
-    # identity transform when the draw says so; the affine matrix is SPEC-shaped
+    # identity transform when the draw says so; the affine matrix is shaped as the original's
     tr = pipelines.ferplus_affine(tf.constant([3, 4], tf.int64), 64, 48).numpy()
     ident = np.all(tr == np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32), axis=1)
     assert 10 < ident.sum() < 54

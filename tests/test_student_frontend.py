@@ -217,7 +217,7 @@ def test_student_full_size_parameter_count():
     from tf_cme.models import build_model
     from tf_cme.models.student import num_weights
     m = build_model("emovoxceleb-student")
-    # kernels 16,618,080 (SPEC §5: "about 16.6 M"; fc6 9,437,184) + 6,376 biases
+    # kernels 16,618,080 (protocol §5: "about 16.6 M"; fc6 9,437,184) + 6,376 biases
     # + 4 x 6,368 BN parameters
     assert num_weights() == 16_618_080
     assert m.count_params() == 16_649_928
@@ -237,7 +237,7 @@ def test_student_geometry_small_width_and_with_frontend(tmp_path):
     keras.utils.set_random_seed(0)
     m = build_model("emovoxceleb-student", width=1 / 16, input_samples=64384)
     assert m.get_layer("conv1").filters == 6 and m.get_layer("prediction").filters == 8
-    # SPEC §5 output sizes for 512 x 400
+    # protocol §5 output sizes for 512 x 400
     assert tuple(m.get_layer("conv1").output.shape[1:3]) == (254, 198)
     assert tuple(m.get_layer("mpool2").output.shape[1:3]) == (30, 23)
     assert tuple(m.get_layer("mpool5").output.shape[1:3]) == (9, 11)

@@ -59,7 +59,7 @@ def _maxpool(x, kh, kw, sh, sw):
 
 
 def numpy_student(wave, params):
-    """float64 forward pass of SPEC §5 with MatConvNet BN (x - mu) / sigma * g + b."""
+    """float64 forward pass of protocol §5 with MatConvNet BN (x - mu) / sigma * g + b."""
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     x = ref.spectrogram(wave)[:, :, None]                  # 512 x T x 1
     for name, bn, cout, kh, kw, stride, pad in LAYERS:

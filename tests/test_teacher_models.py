@@ -1,4 +1,4 @@
-"""Teacher architectures (SPEC §4.1): parameter counts, layer names, preprocessing, I/O."""
+"""Teacher architectures (protocol §4.1): parameter counts, layer names, preprocessing, I/O."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,6 @@
 """The one emotion taxonomy of tf-cme.
 
-Every tensor of 8 scores in this project is in FER+ order (SPEC §2.1):
+Every tensor of 8 scores in this project is in FER+ order (protocol §2.1):
 ``neutral, happiness, surprise, sadness, anger, disgust, fear, contempt``.
 This module is the only place that spells that order out. Other taxonomies
 (FER2013's 7 codes, RML / eNTERFACE's 6 classes, AFEW's 7) are listed here in

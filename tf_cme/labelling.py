@@ -1,4 +1,4 @@
-"""Teacher labelling of EmoVoxCeleb face frames (SPEC §1.2, §4.4; ``fetch_emovoxceleb_imdb``).
+"""Teacher labelling of EmoVoxCeleb face frames (protocol §1, §4.4; ``fetch_emovoxceleb_imdb``).
 
 Runs a face-emotion teacher over every face frame of an emovox record set in large
 batches and writes a *labelled* record set (the same clips with per-frame logits, FER+
@@ -336,7 +336,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
 
 
 def teacher_stats(counts: dict, path, title: str = "") -> Path:
-    """SPEC §7.2: histogram of the per-frame dominant emotion, FER+ order, log y-axis."""
+    """protocol §7.2: histogram of the per-frame dominant emotion, FER+ order, log y-axis."""
     from .metrics.plots import plot_histogram
     ordered = {name: int(counts.get(name, 0)) for name in emotions.FERPLUS}
     plot_histogram(ordered, path=path, title=title, ylabel="Number of frames", log=True)

@@ -22,7 +22,7 @@ serving front end: ``crop="bucket"``, dither off, as the export does).
 With ``faces=True`` and a teacher (exported or ``.keras``), video files also get a
 ``faces`` entry: every 6th frame at 25 fps (as VoxCeleb's face tracks), the largest
 face found by :func:`tf_cme.vision.faces.detect_faces`, cropped with the VoxCeleb 1.6x
-convention and centre-cropped back to the face (SPEC 4.4), scored by the teacher; per
+convention and centre-cropped back to the face (protocol §4.4), scored by the teacher; per
 frame a timeline entry, and the mean probabilities over the frames with a face.
 """
 from __future__ import annotations

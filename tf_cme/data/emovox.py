@@ -1,4 +1,4 @@
-"""VoxCeleb / EmoVoxCeleb -> ``emovox`` clip records (SPEC §2.2, §3.1).
+"""VoxCeleb / EmoVoxCeleb -> ``emovox`` clip records (protocol §2.2, §3.1).
 
 Three sources:
 
@@ -369,7 +369,7 @@ def load_imdb(path) -> dict:
 
 
 def wav_path_of(name: str) -> str:
-    """``images.name`` -> wav path: the last 3 characters replaced by ``wav`` (SPEC §2.2)."""
+    """``images.name`` -> wav path: the last 3 characters replaced by ``wav`` (protocol §2.2)."""
     return name[:-3] + "wav" if len(name) > 3 and not name.endswith(".wav") else name
 
 
@@ -448,7 +448,7 @@ def encode_mat_track(item, *, wav_dir: str, frames_dir: str, max_seconds: float)
 
 
 def dominant_label(logits: np.ndarray) -> int | None:
-    """SPEC §7.1: the emotion holding the largest logit anywhere in the track."""
+    """protocol §7.1: the emotion holding the largest logit anywhere in the track."""
     logits = np.asarray(logits).reshape(-1, emotions.NUM_CLASSES)
     if logits.shape[0] == 0:
         return None
@@ -548,7 +548,7 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
     extra = {"labelled": labelled, "source": source, "sample_rate": schema_lib.SAMPLE_RATE,
              "fps": schema_lib.FPS, "frame_stride": schema_lib.FRAME_STRIDE,
              "class_counts_meaning": ("per clip: the emotion holding the largest teacher logit "
-                                      "of the track (SPEC §7.1)" if labelled else
+                                      "of the track (protocol §7.1)" if labelled else
                                       "none: unlabelled records")}
     if labelled:
         extra["teacher"] = {"name": "senet50-ferplus", "source": Path(cfg.logits_mat).name}

@@ -1,4 +1,4 @@
-"""External acted speech-emotion datasets -> ``external`` clip records (SPEC §2.3).
+"""External acted speech-emotion datasets -> ``external`` clip records (protocol §2.3).
 
 Inputs, chosen with ``--layout`` (``auto`` picks the first that applies):
 
@@ -20,7 +20,7 @@ The label is stored in the dataset's own taxonomy (manifest ``classes``: for rml
 and enterface the 6 classes in the original readers' order; for a manifest, the
 RML/eNTERFACE order when every label belongs to it, else the labels' order of
 first appearance) and in FER+ order. Audio is resampled to 16 kHz: a deliberate
-deviation (the original fed 22.05 / 48 kHz audio to 16 kHz framing, SPEC §3.2).
+deviation (the original fed 22.05 / 48 kHz audio to 16 kHz framing, protocol §3.2).
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def plan(cfg: ExternalBuildConfig):
              "ferplus_indices": [emotions.FERPLUS.index(c) for c in classes],
              "sample_rate": schema_lib.SAMPLE_RATE,
              "resampled": "audio resampled to 16 kHz (deliberate deviation from the original, "
-                          "which did not resample; SPEC §3.2)"}
+                          "which did not resample; protocol §3.2)"}
     return tasks, sources, options, extra
 
 

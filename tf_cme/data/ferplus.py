@@ -1,4 +1,4 @@
-"""FER2013 + FER+ -> ``ferplus`` records (SPEC §2.1).
+"""FER2013 + FER+ -> ``ferplus`` records (protocol §2.1).
 
 ``fer2013.csv`` (``emotion,pixels,Usage``) and Microsoft's ``fer2013new.csv``
 (``Usage,Image name,neutral,...,contempt,unknown,NF``) are joined row by row;
@@ -61,7 +61,7 @@ class FerplusBuildConfig:
 
 
 def clean_votes(votes, variant: str = "cntk"):
-    """Apply a SPEC §2.1 cleaning variant to vote counts ``[N, 10]``.
+    """Apply a protocol §2.1 cleaning variant to vote counts ``[N, 10]``.
 
     Returns ``(keep [N] bool, label [N] int64, cleaned [N, 10] float32,
     reason [N] object)`` where ``reason`` is '' for kept rows, else the drop reason.

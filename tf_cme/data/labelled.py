@@ -89,7 +89,7 @@ def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: 
                           "shards")}
     extra.update({"labelled": True, "teacher": dict(teacher), "frames_kept": bool(keep_frames),
                   "class_counts_meaning": "per clip: the emotion holding the largest teacher "
-                                          "logit of the track (SPEC §7.1)",
+                                          "logit of the track (protocol §7.1)",
                   "source_records": {"dir": str(src_dir), "skipped": src.get("skipped", {}),
                                      "corrupt_shards_skipped": len(bad)}})
     try:

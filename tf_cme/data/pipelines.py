@@ -36,9 +36,9 @@ from . import records, schema as schema_lib
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
 
-#: SPEC §4.1: the teachers' RGB channel means.
+#: protocol §4.1: the teachers' RGB channel means.
 TEACHER_MEAN = (131.0912, 103.8827, 91.4953)
-#: Default training crop (SPEC §3.1): 4.024 s at 16 kHz.
+#: Default training crop (protocol §3.1): 4.024 s at 16 kHz.
 CROP_SAMPLES = 64384
 #: Shards skipped as corrupt by the last reader built with skip_corrupt=True.
 LAST_SKIPPED_SHARDS: list[str] = []
@@ -127,7 +127,7 @@ def _seed_pairs(ds, seed):
 
 # ----------------------------------------------------------- augmentation
 def ferplus_affine(seed, batch: int, size: int) -> tf.Tensor:
-    """SPEC §4.2 augmentation as ``[batch, 8]`` projective transforms in pixel units.
+    """protocol §4.2 augmentation as ``[batch, 8]`` projective transforms in pixel units.
 
     With probability 0.5 the identity; otherwise A = Z·R·S on normalised
     output->input sampling coordinates (±1 = centres of the corner pixels):
@@ -234,7 +234,7 @@ def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, rep
 
     ``votes`` is the soft label (cleaned emotion votes normalised). Training
     shuffles (seeded), drops the last partial batch and, with ``augment``, flips
-    and applies the SPEC §4.2 affine augmentation (``augment="flip"``: the flip only), out-of-image pixels =
+    and applies the protocol §4.2 affine augmentation (``augment="flip"``: the flip only), out-of-image pixels =
     ``fill_value`` (default :func:`fill_value_for` of the VGGFace2 mean).
     ``image_size`` resizes (bilinear) when given; the teacher resizes by itself,
     so leave it None for teacher training.
@@ -307,7 +307,7 @@ def clips_dataset(dir, split=None, *, skip_corrupt=False, input_context=None):
 
 # ---------------------------------------------------------- distillation
 def time_to_row(sample_1based, fs=schema_lib.SAMPLE_RATE):
-    """SPEC §2.2: idx(t) = floor(max(25 t - 1, 0) / 6) + 1 (1-based), t = n / fs,
+    """protocol §2.2: idx(t) = floor(max(25 t - 1, 0) / 6) + 1 (1-based), t = n / fs,
     computed in float64 as the original."""
     t = tf.cast(sample_1based, tf.float64) / float(fs)
     v = tf.maximum(schema_lib.FPS * t - 1.0, 0.0) / float(schema_lib.FRAME_STRIDE)
@@ -316,7 +316,7 @@ def time_to_row(sample_1based, fs=schema_lib.SAMPLE_RATE):
 
 def logit_rows(start, crop_samples, num_rows, fs=schema_lib.SAMPLE_RATE):
     """1-based inclusive row range ``(first, last)`` of the frames overlapping a crop
-    starting at 0-based sample ``start`` (SPEC §6): the crop covers seconds
+    starting at 0-based sample ``start`` (protocol §6): the crop covers seconds
     [(start+1)/fs, (start+crop)/fs]; first = idx(begin), last = min(idx(end), F).
     When no row overlaps (the crop starts after the last row), the last row is used."""
     start = tf.cast(start, tf.int64)
@@ -341,7 +341,7 @@ def aggregate_logits(logits, start, crop_samples=CROP_SAMPLES, agg="max"):
 
 
 def crop_start(num_samples, seed, crop_samples=CROP_SAMPLES):
-    """SPEC §3.1: with wd = N - crop, a 0-based start uniform in {0..wd-1} when
+    """protocol §3.1: with wd = N - crop, a 0-based start uniform in {0..wd-1} when
     wd >= 1 (MATLAB's wr in 1..wd), else 0."""
     n = tf.cast(num_samples, tf.int64)
     wd = n - crop_samples
@@ -359,7 +359,7 @@ def crop_waveform(waveform, start, crop_samples=CROP_SAMPLES):
 
 
 def crop_and_aggregate(waveform, logits, seed, crop_samples=CROP_SAMPLES, agg="max"):
-    """SPEC §3.1 random crop + SPEC §6 logit aggregation, in-graph.
+    """protocol §3.1 random crop + protocol §6 logit aggregation, in-graph.
 
     ``waveform`` float32 [N] (N already clamped at 19.9 s), ``logits`` [F, 8].
     Returns ``(crop [crop_samples], aggregated logits [8], start)``.
@@ -370,7 +370,7 @@ def crop_and_aggregate(waveform, logits, seed, crop_samples=CROP_SAMPLES, agg="m
 
 
 def crop_batch(audio, num_samples, seed, crop_samples=CROP_SAMPLES):
-    """SPEC §3.1 random crops of a batch of parsed records, decoding only the cropped
+    """protocol §3.1 random crops of a batch of parsed records, decoding only the cropped
     bytes (``tf.strings.substr`` then ``decode_raw`` with zero padding).
 
     ``audio`` [B] int16 PCM strings, ``num_samples`` [B]; the starts are drawn from the
@@ -439,9 +439,9 @@ def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0
     """Distillation batches from LABELLED emovox records:
     ``(waveform float32 [B, crop_samples], {"logits": float32 [B, 8], "label": int32 [B]})``.
 
-    Each clip gives one random crop (SPEC §3.1: zero-padded when shorter) and the
+    Each clip gives one random crop (protocol §3.1: zero-padded when shorter) and the
     per-emotion max (``agg="max"``) or mean of the teacher logits of the frames
-    overlapping it (SPEC §6); ``label`` is the arg-max of the aggregate
+    overlapping it (protocol §6); ``label`` is the arg-max of the aggregate
     (``maxLabel``). Validation uses random crops too, as the original
     (``training=False`` only stops shuffling and keeps the last partial batch).
     ``split=None`` reads every split. Crops are drawn per batch from the stateless
@@ -474,7 +474,7 @@ def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0
 
 # ------------------------------------------------------------------ frames
 def center_crop_resize(image, image_size, fraction=1 / 1.6):
-    """SPEC §4.4: centre crop of ``fraction`` of the largest centred square, resize
+    """protocol §4.4: centre crop of ``fraction`` of the largest centred square, resize
     (bilinear, antialiased), uint8."""
     shape = tf.shape(image)
     h, w = shape[0], shape[1]
@@ -630,7 +630,7 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
 
 def aggregate_frame_logits(logits, mask, agg="max"):
     """Per-emotion max (or mean) of ``logits`` [B, K, 8] over the frames where ``mask``
-    [B, K] is true: the aggregation of :func:`crop_and_aggregate_batch` (SPEC §6) for
+    [B, K] is true: the aggregation of :func:`crop_and_aggregate_batch` (protocol §6) for
     the online teacher's logits of :func:`distill_frames_dataset` frames."""
     logits = tf.cast(logits, tf.float32)
     sel = tf.cast(mask, tf.bool)[:, :, None]

@@ -23,10 +23,10 @@ import numpy as np
 
 #: Audio in every record set: 16 kHz mono int16 PCM (little endian).
 SAMPLE_RATE = 16000
-#: Video timing of VoxCeleb face frames (SPEC §2.2): 25 fps, every 6th frame kept.
+#: Video timing of VoxCeleb face frames (protocol §2.2): 25 fps, every 6th frame kept.
 FPS = 25
 FRAME_STRIDE = 6
-#: Clips are clamped at 19.9 s (SPEC §3.1): 318,400 samples at 16 kHz.
+#: Clips are clamped at 19.9 s (protocol §3.1): 318,400 samples at 16 kHz.
 MAX_SECONDS = 19.9
 MAX_SAMPLES = 318400
 #: FER2013 faces are 48x48 grey.
@@ -258,7 +258,7 @@ def _encode_feature(f: Feature, v, schema_name: str) -> tuple[list[bytes], int]:
 # ---------------------------------------------------------------------- schemas
 FERPLUS_SCHEMA = Schema(
     name="ferplus", version=1,
-    description="One FER2013 face with its FER+ labels (SPEC §2.1).",
+    description="One FER2013 face with its FER+ labels (protocol §2.1).",
     features=(
         Feature("image", BYTES, (), "48x48 grey face, PNG (8-bit, 1 channel), row-major as in fer2013.csv"),
         Feature("label", INT64, (), "hard label: index of the first arg-max of the cleaned votes, "
@@ -296,7 +296,7 @@ EMOVOX_SCHEMA = Schema(
 
 EXTERNAL_SCHEMA = Schema(
     name="external", version=1,
-    description="One clip of an external acted emotion dataset (SPEC §2.3).",
+    description="One clip of an external acted emotion dataset (protocol §2.3).",
     features=(
         Feature("path", BYTES, (), "source path, relative to the dataset root"),
         Feature("dataset", BYTES, (), "dataset name (rml, enterface, or the --dataset given)"),
@@ -316,7 +316,7 @@ EXTERNAL_SCHEMA = Schema(
 
 SCHEMAS: dict[str, Schema] = {s.name: s for s in (FERPLUS_SCHEMA, EMOVOX_SCHEMA, EXTERNAL_SCHEMA)}
 
-#: VoxCeleb set codes (SPEC §2.2) and their split names.
+#: VoxCeleb set codes (protocol §2.2) and their split names.
 SET_NAMES = {1: "train", 2: "unheard", 3: "heard"}
 SPLIT_SETS = {v: k for k, v in SET_NAMES.items()}
 #: The EmoVoxCeleb partitions in the order evaluations report them.

@@ -1,6 +1,6 @@
 """The demo corpus: a small synthetic dataset in exactly the on-disk formats of the real ones.
 
-``generate(out, seed=0, size="small")`` writes (SPEC §2, ``/tmp`` contract of the project):
+``generate(out, seed=0, size="small")`` writes (protocol §2, ``/tmp`` contract of the project):
 
 * ``ferplus/fer2013.csv`` and ``ferplus/fer2013new.csv``: 48x48 grey procedural faces with
   8 expressions, FER2013 codes and FER+ votes (with unknown/NF votes, ties, sub-majority

@@ -85,7 +85,7 @@ def stages() -> list[Stage]:
 
 #: The demo's small teacher and student (the real sizes are the scripts' defaults).
 #: Teacher: SE-ResNet-50 at 1/4 width on 48 px faces, flip-only augmentation (the
-#: SPEC's ±0.7 affine translations slow learning on tiny synthetic faces), a short
+#: the original's ±0.7 affine translations slow learning on tiny synthetic faces), a short
 #: two-step schedule. Student: VGGVox at 1/8 width, 2.015 s crops (200 frames) in
 #: batches of 16, whole passes as mini-epochs, higher learning rate and weight decay
 #: than the original. Half-length crops in half-size batches give four times as many

@@ -1,4 +1,4 @@
-"""External benchmarks (the original's ``emo_benchmarks.m`` / ``run_cross_val.m``, SPEC §7.3).
+"""External benchmarks (the original's ``emo_benchmarks.m`` / ``run_cross_val.m``, protocol §7.3).
 
 Features: the frozen student's 8 logits per clip (whole clip, front end in bucket
 mode), or the ``random`` baseline (Gaussian features of the same width), or the
@@ -43,7 +43,7 @@ from ..metrics import plots
 
 @dataclasses.dataclass
 class ExternalConfig:
-    folds: int = 10                      # cross-validation folds (SPEC §7.3)
+    folds: int = 10                      # cross-validation folds (protocol §7.3)
     seed: int = 0                        # seed of the clip permutation (rng(0) in the original)
     random_draws: int = 10               # Gaussian-feature baseline draws averaged
     random_seed: int = 0                 # seed of the first random-baseline draw
@@ -179,7 +179,7 @@ class CvResult:
 
 def cross_validate(features, labels, num_classes: int, folds: int = 10, seed: int = 0,
                    max_iter: int = 1000, tol: float = 1e-6) -> CvResult:
-    """SPEC §7.3 k-fold cross-validation of the logistic layer on ``features``."""
+    """protocol §7.3 k-fold cross-validation of the logistic layer on ``features``."""
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.int64)
     if x.ndim != 2 or x.shape[0] != y.shape[0]:

@@ -411,7 +411,7 @@ def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict)
         page.para("AUC of the student's softmax score for each emotion against the teacher's "
                   "label (argmax of the per-emotion max over all face frames of a track); in "
                   "brackets the number of tracks with that label. The mean is over emotions "
-                  "that occur and are not ignored (SPEC §7.1).")
+                  "that occur and are not ignored (protocol §7.1).")
         page.table(["emotion"] + list(EMOVOX_SPLITS), _auc_rows(ev))
         if ev.get("skipped"):
             page.para("Skipped tracks: " + ", ".join(f"{k}: {v}" for k, v in ev["skipped"].items()))
@@ -436,7 +436,7 @@ def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict)
                          f"{tv['accuracy_std']:.3f}"])
         rows.append(["chance", f"{ex['chance']:.3f}", ""])
         page.para(f"{ex['dataset']}: {ex['clips']} clips, classes {', '.join(ex['classes'])}; "
-                  f"{ex['folds']}-fold cross-validation on a seeded permutation (SPEC §7.3).")
+                  f"{ex['folds']}-fold cross-validation on a seeded permutation (protocol §7.3).")
         page.table(["features", "accuracy (mean over folds)", "std over folds"], rows)
         if "accuracy_mean" not in tv:
             page.para(f"Teacher-visual variant: skipped ({tv.get('reason', '')}).")

@@ -4,7 +4,7 @@ For every track of a labelled emovox record set:
 
 1. the student's logits on the whole utterance (clamped to 19.9 s), with the front end
    in ``crop="bucket"`` mode: whole-clip normalisation, then the centred crop to the
-   largest 100-frame bucket, at most 10 s (SPEC §3.2);
+   largest 100-frame bucket, at most 10 s (protocol §3.2);
 2. scores = ``softmax(logits)`` (T = 1);
 3. the teacher's label = argmax over emotions of the per-emotion max over all frames;
 4. per split (train = set 1, heard = set 3, unheard = set 2) and emotion: ROC and AUC
@@ -71,7 +71,7 @@ class StudentEvalConfig:
 # ---------------------------------------------------------------------------------
 
 def teacher_label(frame_logits: np.ndarray) -> int:
-    """SPEC §7.1 step 3: argmax over emotions of the per-emotion max over all frames."""
+    """protocol §7.1 step 3: argmax over emotions of the per-emotion max over all frames."""
     return int(np.argmax(np.max(frame_logits, axis=0)))
 
 

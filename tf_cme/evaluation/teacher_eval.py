@@ -1,4 +1,4 @@
-"""FER+ evaluation of a teacher (SPEC §4.3, ``teacher/benchmark_ferplus_models.m``).
+"""FER+ evaluation of a teacher (protocol §4.3, ``teacher/benchmark_ferplus_models.m``).
 
 Accuracy = 1 - top-1 error of the argmax of the logits against the majority-vote hard
 label, on the cleaned val (PublicTest) and test (PrivateTest) splits; the network in

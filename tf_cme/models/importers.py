@@ -1,6 +1,6 @@
 """Importing teacher weights: MatConvNet DagNN ``.mat`` and pytorch-mcn ``.pth`` files.
 
-Sources (SPEC §4.1):
+Sources (protocol §4.1):
 
 - MatConvNet DagNN: the released ``resnet50-ferplus.mat`` / ``senet50-ferplus.mat`` and
   the VGGFace2 bases ``resnet50_ft-dag.mat`` / ``senet50_ft-dag.mat`` (8631-way

@@ -1,4 +1,4 @@
-"""The FER+ teachers: VGGFace2 ResNet-50 and SE-ResNet-50 (SPEC §4.1), Keras functional.
+"""The FER+ teachers: VGGFace2 ResNet-50 and SE-ResNet-50 (protocol §4.1), Keras functional.
 
 Caffe-style bottlenecks as in the MatConvNet / pytorch-mcn conversions
 (``resnet50_ferplus_dag``, ``senet50_ferplus_dag``):
@@ -22,7 +22,7 @@ Caffe-style bottlenecks as in the MatConvNet / pytorch-mcn conversions
 
 The model owns its preprocessing (:class:`TeacherPreprocess`, layer ``preprocess``):
 uint8 images ``[B, H, W, C]`` of any size, C = 1 (grey) or 3 (RGB, converted with
-MATLAB's ``rgb2gray`` weights and rounded, SPEC §4.4), resized to the input size
+MATLAB's ``rgb2gray`` weights and rounded, protocol §4.4), resized to the input size
 (bilinear, antialiased), replicated to 3 channels, minus the RGB channel means.
 
 ``width`` multiplies every channel count (tests and the demo run these networks small).
@@ -207,7 +207,7 @@ _DEFAULTS = {"width": 1.0, "input_size": INPUT_SIZE, "dropout": 0.5,
 
 
 @register("resnet50-ferplus", kind="teacher", metadata=_METADATA, defaults=_DEFAULTS,
-          description="VGGFace2 ResNet-50 fine-tuned on FER+ (hard labels), SPEC §4.1")
+          description="VGGFace2 ResNet-50 fine-tuned on FER+ (hard labels), protocol §4.1")
 def resnet50_ferplus(width: float = 1.0, input_size: int = INPUT_SIZE, dropout: float = 0.5,
                      num_classes: int = emotions.NUM_CLASSES) -> keras.Model:
     return build_resnet(se=False, width=width, input_size=input_size, dropout=dropout,
@@ -216,7 +216,7 @@ def resnet50_ferplus(width: float = 1.0, input_size: int = INPUT_SIZE, dropout: 
 
 @register("senet50-ferplus", kind="teacher", metadata=_METADATA, defaults=_DEFAULTS,
           description="VGGFace2 SE-ResNet-50 fine-tuned on FER+ (vote distributions), "
-                      "SPEC §4.1")
+                      "protocol §4.1")
 def senet50_ferplus(width: float = 1.0, input_size: int = INPUT_SIZE, dropout: float = 0.5,
                     num_classes: int = emotions.NUM_CLASSES) -> keras.Model:
     return build_resnet(se=True, width=width, input_size=input_size, dropout=dropout,

@@ -1,4 +1,4 @@
-"""The speech student ``emovoxceleb-student``: VGGVox VGG-M with BN (SPEC §5).
+"""The speech student ``emovoxceleb-student``: VGGVox VGG-M with BN (protocol §5).
 
 Waveform ``[B, samples]`` float32 at 16 kHz in, 8 logits (FER+ order) out. Layers
 (frequency x time; every conv "valid" after explicit zero padding; pools valid, floor):
@@ -20,7 +20,7 @@ Waveform ``[B, samples]`` float32 at 16 kHz in, 8 logits (FER+ order) out. Layer
 =====  ===========================  ======  ======  ===  ======
 
 ``logits`` flattens the ``prediction`` output to ``[B, 8]`` in float32. pool6 is a global
-average over time (SPEC §5: the original's bucketed pool sizes equal the fc6 width),
+average over time (protocol §5: the original's bucketed pool sizes equal the fc6 width),
 so any input of at least 100 frames (about 1.01 s) works. Convolutions keep their biases
 beside BN (the original's are unknown; harmless) so a MatConvNet file maps one to one.
 He-normal (fan-in) initialisation, zero biases; BN gamma 1, beta 0, epsilon 1e-5,
@@ -106,7 +106,7 @@ def build_student(width: float = 1.0, dither: bool = True, crop: str = "none",
 
 
 @register("emovoxceleb-student", kind="student", metadata=_METADATA, defaults=_DEFAULTS,
-          description="VGGVox VGG-M/BN speech student on raw 16 kHz waveforms (SPEC §5)")
+          description="VGGVox VGG-M/BN speech student on raw 16 kHz waveforms (protocol §5)")
 def _build(width=1.0, dither=True, crop="none", synchronized=False, input_samples=None):
     return build_student(width=width, dither=dither, crop=crop, synchronized=synchronized,
                          input_samples=input_samples)

@@ -1,4 +1,4 @@
-"""Importing the released student ``emovoxceleb-student.mat`` (MatConvNet DagNN, SPEC §5).
+"""Importing the released student ``emovoxceleb-student.mat`` (MatConvNet DagNN, protocol §5).
 
 The file is read with the generic reader :func:`tf_cme.models.matconvnet.read_dagnn`.
 Parameters are matched to the Keras student in two ways:

@@ -35,7 +35,7 @@ teacher (``resnet50-ferplus``, ``senet50-ferplus``)
                          input size so that they batch.
 
 Student front end for serving: ``crop="bucket"``, dither off. This is the original
-evaluation (SPEC 3.2: spectrogram and row normalisation over the whole clip, then the
+evaluation (protocol §3.2: spectrogram and row normalisation over the whole clip, then the
 largest 100-frame bucket <= the clip's frames, centred), which is also how the student
 logits behind the calibration layer were computed, so the calibrated signature sees the
 inputs it was fitted on. Clips are therefore used whole up to 10.015 s (1,000 frames);

@@ -1,4 +1,4 @@
-"""``Distiller``: a Keras model that trains the student on teacher logits (SPEC §6).
+"""``Distiller``: a Keras model that trains the student on teacher logits (protocol §6).
 
 ``train_step`` / ``test_step`` take batches ``(waveform [B, L], {"logits": [B, 8],
 "label": [B]})`` as :func:`tf_cme.data.pipelines.distill_dataset` yields them: the
@@ -29,7 +29,7 @@ Metrics (exact, over everything seen since the last reset, all replicas): ``loss
 ``top1_error`` (student argmax vs the teacher's max label), ``recall_<emotion>`` per
 class and ``mean_recall`` (classes absent from the targets count 0, as the original's
 ``meanAcc``), and ``share_<emotion>`` (each class's share of the targets' max labels).
-The original's ``ErrorStats`` over-weighted early batches (SPEC §6); these are exact.
+The original's ``ErrorStats`` over-weighted early batches (protocol §6); these are exact.
 """
 from __future__ import annotations
 

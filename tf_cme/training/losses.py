@@ -1,4 +1,4 @@
-"""Distillation losses (SPEC §6), per example; the Distiller averages over the global batch.
+"""Distillation losses (protocol §6), per example; the Distiller averages over the global batch.
 
 - ``hot-cross-ent`` (the original's ``SoftmaxCELoss('temperature', 2, 'logitTargets',
   true)``): ``-sum_c softmax(z/T)_c * log softmax(x/T)_c`` with the teacher's aggregated

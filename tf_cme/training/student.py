@@ -1,4 +1,4 @@
-"""Distilling the student: the original schedule (SPEC §6), resumable, on one device or many.
+"""Distilling the student: the original schedule (protocol §6), resumable, on one device or many.
 
 :func:`train` runs ``cfg.mini_epochs`` mini-epochs. Mini-epoch ``e`` (1-based):
 

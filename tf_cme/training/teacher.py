@@ -1,4 +1,4 @@
-"""FER+ fine-tuning of the teachers (SPEC §4.2, ``teacher/ferplus_baselines.m``).
+"""FER+ fine-tuning of the teachers (protocol §4.2, ``teacher/ferplus_baselines.m``).
 
 - SGD, momentum 0.9, weight decay 5e-4 added to the gradient *before* momentum, as
   MatConvNet does (:func:`tf_cme.training.optim.matconvnet_gradients`); decay applies to
@@ -6,7 +6,7 @@
   defaults for those parameters).
 - Per-variable learning-rate multipliers, exact for SGD with momentum because they scale
   the decayed gradient: ``backbone_lr_mult`` (the original's ``finetuneLR`` 0.1) for every
-  variable but the classifier's, ``classifier_lr_mult`` for ``classifier`` (SPEC §9.8:
+  variable but the classifier's, ``classifier_lr_mult`` for ``classifier`` (protocol §9, question 8:
   ambiguous in the original; 1 by default).
 - Batch 128, learning rates 0.01 / 0.001 / 0.0001 for 60 epochs each; dropout 0.5;
   loss ``softmaxlog`` (hard labels, resnet50-ferplus) or ``distributions`` (soft vote
@@ -57,7 +57,7 @@ class TeacherTrainConfig:
     backbone_lr_mult: float = 0.1
     classifier_lr_mult: float = 1.0
     augment: bool = True
-    affine: bool = True                       # SPEC §4.2 affine augmentation (False: flip only)
+    affine: bool = True                       # protocol §4.2 affine augmentation (False: flip only)
     steps_per_epoch: int = 0                  # 0: whole train split each epoch
     val_split: str = "val"
     seed: int = 0

@@ -1,4 +1,4 @@
-"""Face detection, alignment and cropping, and the grey conversion of SPEC §4.4.
+"""Face detection, alignment and cropping, and the grey conversion of protocol §4.4.
 
 - :func:`detect_faces`: OpenCV's bundled Haar frontal-face cascade (default, fast) or
   MTCNN (the ``mtcnn`` package, weights inside its wheel; gives 5 landmarks).  Detectors
@@ -6,7 +6,7 @@
 - :func:`crop_face`: the VoxCeleb dense-frames convention: a square of side
   ``enlarge * max(w, h)`` (1.6 by default) centred on the face box, zero (or edge) padded
   where it leaves the image, resized to ``size``; the face is then the central
-  ``1/enlarge`` of the crop, which :func:`center_crop_fraction` (SPEC §4.4) takes back.
+  ``1/enlarge`` of the crop, which :func:`center_crop_fraction` (protocol §4.4) takes back.
 - :func:`align_face`: the same kind of square crop, but placed by a similarity transform
   from the 5 MTCNN landmarks (eyes level).
 - :func:`rgb_to_grey`: MATLAB ``rgb2gray`` (:data:`RGB2GRAY` weights, rounded), uint8.
@@ -25,7 +25,7 @@ __all__ = ["RGB2GRAY", "Face", "detect_faces", "crop_box", "crop_face", "center_
            "center_crop_fraction", "alignment_matrix", "align_face", "rgb_to_grey",
            "LANDMARK_NAMES", "ALIGN_TEMPLATE"]
 
-#: MATLAB ``rgb2gray`` weights (R, G, B), SPEC §4.4.  The one definition in tf-cme: the
+#: MATLAB ``rgb2gray`` weights (R, G, B), protocol §4.4.  The one definition in tf-cme: the
 #: teacher model (``tf_cme.models.resnet``) imports it from here.
 RGB2GRAY: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
 
@@ -206,7 +206,7 @@ def crop_face(rgb, box: Sequence[float], enlarge: float = 1.6, size: int | None 
 
 
 def center_crop_box(height: int, width: int, fraction: float = 1 / 1.6) -> tuple[int, int, int]:
-    """``(top, left, side)`` of SPEC §4.4's centre crop: ``side = round(min(H, W) *
+    """``(top, left, side)`` of protocol §4.4's centre crop: ``side = round(min(H, W) *
     fraction)`` (round half to even, at least 1), ``top = (H - side) // 2``,
     ``left = (W - side) // 2`` (the same numbers as the tf.data pipeline's in-graph crop)."""
     side = max(int(np.round(np.float32(min(height, width)) * np.float32(fraction))), 1)
@@ -214,7 +214,7 @@ def center_crop_box(height: int, width: int, fraction: float = 1 / 1.6) -> tuple
 
 
 def center_crop_fraction(img, fraction: float = 1 / 1.6) -> np.ndarray:
-    """SPEC §4.4: the centred square whose side is ``fraction`` (0.625) of the largest
+    """protocol §4.4: the centred square whose side is ``fraction`` (0.625) of the largest
     square that fits; undoes :func:`crop_face`'s 1.6x enlargement."""
     img = np.asarray(img)
     if img.ndim not in (2, 3):
