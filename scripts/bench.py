@@ -13,8 +13,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme.benchmarks import harness  # noqa: E402
-from tf_cme.utils import run_main  # noqa: E402
+from tf_cme.benchmarks import harness
+from tf_cme.utils import run_main
 
 if __name__ == "__main__":
     run_main(harness.main)

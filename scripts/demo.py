@@ -1,38 +1,14 @@
 #!/usr/bin/env python3
 """Run the whole tf-cme pipeline on the generated demo corpus (what `make demo` does).
 
-Stages: corpus, records, teacher, labels, student, eval, external, export, report.
-Complete stages are skipped; a re-run stage invalidates the stages after it.
+Runs ``tf-cme demo`` from a checkout; the code is tf_cme/commands/demo.py.
 """
-import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme.demo import stages as demo  # noqa: E402
-from tf_cme.utils import run_main  # noqa: E402
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="demo folder (default: runs/demo)")
-    p.add_argument("--only", action="append", metavar="STAGE",
-                   help="run only this stage (repeatable); later stages are invalidated")
-    p.add_argument("--force", action="store_true",
-                   help="re-run the selected stages even if complete")
-    p.add_argument("--list", action="store_true", help="list the stages and exit")
-    args = p.parse_args()
-    if args.list:
-        for s in demo.stages():
-            print(f"{s.name:10s} {s.description}")
-        return 0
-    demo.run(args.out, only=args.only, force=args.force)
-    return 0
-
+from tf_cme.commands import run
 
 if __name__ == "__main__":
-    run_main(main)
+    run("demo")

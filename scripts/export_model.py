@@ -1,60 +1,14 @@
 #!/usr/bin/env python3
 """Export a student or teacher run as a SavedModel for TF Serving.
 
-Reads RUN/model.keras (its metadata says student or teacher) and writes
-DIR/<registry-name>/<version>/ (the next integer version), DIR/models.config (every
-model under DIR, for tensorflow_model_server --model_config_file) and
-DIR/batching_parameters.txt. Signatures: student serving_default (float32 waveform
-[batch, samples] at 16 kHz), from_wav (encoded WAV bytes) and, with a calibration
-file (given, or RUN/../external/calibration.json), calibrated_<dataset>; teacher
-serving_default (uint8 RGB [batch, h, w, 3]) and from_jpeg (encoded images).
-See docs/serving.md.
-
-  scripts/export_model.py runs/demo/student --out runs/demo/export
-  scripts/export_model.py runs/demo/teacher --out runs/demo/export
+Runs ``tf-cme export-model`` from a checkout; the code is tf_cme/commands/export_model.py.
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme import config  # noqa: E402
-from tf_cme.utils import run_main  # noqa: E402
-
-
-def main() -> int:
-    from tf_cme.serving import export
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("run", metavar="RUN", help="student or teacher run folder (with model.keras)")
-    p.add_argument("--out", metavar="DIR",
-                   help="export folder in TF Serving's layout (default: RUN/export)")
-    p.add_argument("--calibration", metavar="FILE",
-                   help="calibration.json from benchmark_external.py (student only; default: "
-                        "RUN/../external/calibration.json when it exists) -> an extra "
-                        "calibrated_<dataset> signature")
-    p.add_argument("--serving-base", metavar="PATH", default=None,
-                   help="where DIR is mounted for the server, for the base_path entries of "
-                        "models.config (config serving_base; default /models, as in the "
-                        "tensorflow/serving container command of docs/serving.md)")
-    config.add_config_args(p)
-    args = p.parse_args()
-    cfg = config.resolve_or_exit(export.ExportConfig, args, explicit={
-        "calibration": args.calibration, "serving_base": args.serving_base})
-    res = export.export_run(args.run, args.out, calibration=cfg.calibration,
-                            serving_base=cfg.serving_base)
-    out = res.path.parent.parent
-    print(f"exported {res.kind} {res.name} version {res.version} to {res.path}")
-    print(f"signatures: {', '.join(res.signatures)}")
-    print(f"wrote {out / export.CONFIG_FILE} and {out / export.BATCHING_FILE}")
-    return 0
-
+from tf_cme.commands import run
 
 if __name__ == "__main__":
-    run_main(main)
+    run("export_model")

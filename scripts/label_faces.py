@@ -1,82 +1,14 @@
 #!/usr/bin/env python3
 """Label the face frames of emovox records with a teacher (protocol §4.4): writes a labelled
-record set with per-frame logits in FER+ order. Resumable: per-shard logits are cached
-(OUT.logits-cache/ by default) and cached shards are skipped on a re-run.
 
-Examples:
-  scripts/label_faces.py --records runs/demo/records/emovox --teacher runs/demo/teacher/model.keras \\
-      --out runs/demo/labels --stats runs/demo/labels/teacher-stats.png
-  scripts/label_faces.py --records records/emovox --teacher other.h5 \\
-      --teacher-classes angry,disgust,fear,happy,sad,surprise,neutral --input-size 48 \\
-      --colour grey --scaling unit --out records/emovox-other
-  scripts/label_faces.py --stats-only runs/demo/labels --stats stats.png
+Runs ``tf-cme label-faces`` from a checkout; the code is tf_cme/commands/label_faces.py.
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme.utils import run_main  # noqa: E402
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", help="emovox record set with face frames")
-    p.add_argument("--teacher", help="teacher model: a tf-cme .keras, or any Keras face model "
-                                     "(.keras/.h5) with --teacher-classes")
-    p.add_argument("--out", help="output labelled record set folder")
-    p.add_argument("--teacher-classes",
-                   help="comma-separated output class names of a non-tf-cme teacher, in its "
-                        "output order (mapped into FER+ order by name; missing FER+ classes "
-                        "get a logit of -30)")
-    p.add_argument("--input-size", type=int,
-                   help="teacher input size in pixels (default: from the model)")
-    p.add_argument("--colour", choices=["grey", "rgb"],
-                   help="colour mode of a non-tf-cme teacher (default grey)")
-    p.add_argument("--scaling", choices=["raw", "unit", "symmetric", "uint8"],
-                   help="pixel scaling of a non-tf-cme teacher: raw 0..255 float, unit 0..1, "
-                        "symmetric -1..1, uint8 unchanged (default unit)")
-    p.add_argument("--batch-size", type=int, default=128, help="frames per batch (default 128)")
-    p.add_argument("--crop-fraction", type=float, default=1 / 1.6,
-                   help="centre crop of each frame (default 1/1.6: undoes the 1.6x box; use 1 "
-                        "for tight face crops)")
-    p.add_argument("--cache", help="logits cache folder (default OUT.logits-cache)")
-    p.add_argument("--stats", help="also write the per-frame dominant-emotion histogram "
-                                   "(log y-axis, protocol §7.2) to this PNG")
-    p.add_argument("--stats-only", metavar="LABELLED",
-                   help="only draw --stats for an existing labelled record set")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    p.add_argument("--skip-corrupt", action="store_true",
-                   help="leave out corrupt shards (counted) instead of failing")
-    args = p.parse_args()
-
-    if args.stats_only:
-        if not args.stats:
-            p.error("--stats-only needs --stats PNG")
-        from tf_cme.labelling import stats_from_records
-        counts = stats_from_records(args.stats_only, args.stats)
-        print(f"dominant emotions: {counts} -> {args.stats}")
-        return 0
-    if not (args.records and args.teacher and args.out):
-        p.error("--records, --teacher and --out are required")
-
-    from tf_cme.labelling import label_records
-    s = label_records(args.records, args.out, args.teacher, batch_size=args.batch_size,
-                      cache_dir=args.cache, classes=args.teacher_classes,
-                      input_size=args.input_size, colour=args.colour, scaling=args.scaling,
-                      crop_fraction=args.crop_fraction, stats_png=args.stats,
-                      overwrite=args.overwrite, skip_corrupt=args.skip_corrupt)
-    fps = f", {s['frames_per_second']} frames/s" if s["frames_per_second"] else " (all cached)"
-    print(f"labelled {s['frames']} frames of {s['clips']} clips{fps}; undecodable frames "
-          f"skipped: {s['undecodable_frames']} -> {args.out}")
-    return 0
-
+from tf_cme.commands import run
 
 if __name__ == "__main__":
-    run_main(main)
+    run("label_faces")

@@ -1,84 +1,14 @@
 #!/usr/bin/env python3
 """Distil the speech student from teacher-labelled EmoVoxCeleb records (protocol §6), or
-with --teacher from an online frozen teacher run on the records' face frames.
 
-Defaults follow the original schedule: batch 64, 300 mini-epochs of 5 % of the
-training tracks, learning rate log-spaced 1e-4 .. 1e-5, SGD momentum 0.9, weight decay
-5e-4, hot-cross-ent at T = 2, 4.024 s crops; validation on a fixed 20 % of the unheard
-split, for monitoring only; the reported model is the last one (RUN/model.keras).
-Re-running on the same run folder resumes at the mini-epoch after the last checkpoint.
-
-Distribution comes from the environment: several GPUs -> MirroredStrategy; TF_CONFIG
-with several workers -> MultiWorkerMirroredStrategy (run this script on every worker
-with the same --out on a shared file system); TF_CME_CPU_REPLICAS=N -> N CPU replicas.
-
-Examples:
-  scripts/train_student.py --records runs/demo/labels --out runs/demo/student
-  scripts/train_student.py --records records/emovox-labelled --out runs/student \\
-      --set mini_epochs=50 --set crop_samples=32240
-  scripts/train_student.py --records runs/demo/records/emovox \\
-      --teacher runs/demo/teacher/model.keras --out runs/student-online
+Runs ``tf-cme train-student`` from a checkout; the code is tf_cme/commands/train_student.py.
 """
-from __future__ import annotations
-
-import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tf_cme import config  # noqa: E402
-from tf_cme.training.student import StudentTrainConfig  # noqa: E402
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", help="labelled emovox record set (default: config 'records')")
-    p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
-    p.add_argument("--width", type=float, help="channel multiplier of the student (1.0)")
-    p.add_argument("--mini-epochs", type=int, help="number of mini-epochs (300)")
-    p.add_argument("--batch-size", type=int, help="global batch size (64)")
-    p.add_argument("--crop-samples", type=int,
-                   help="training crop in samples at 16 kHz (64384 = 4.024 s = 400 frames)")
-    p.add_argument("--epoch-fraction", type=float,
-                   help="share of the training tracks per mini-epoch (0.05)")
-    p.add_argument("--lr", type=float, nargs=2, metavar=("START", "END"),
-                   help="learning rates of the first and last mini-epochs (1e-4 1e-5)")
-    p.add_argument("--loss", choices=["hot-cross-ent", "euclidean", "softmaxlog"],
-                   help="distillation loss (hot-cross-ent)")
-    p.add_argument("--seed", type=int, help="random seed (0)")
-    p.add_argument("--mixed-precision", action="store_true", default=None,
-                   help="train under the mixed_float16 policy (GPUs)")
-    p.add_argument("--teacher", metavar="PATH.keras",
-                   help="online frozen teacher: targets from the teacher run on the face frames "
-                        "of each crop of --records (emovox records with frames, labelled or not) "
-                        "instead of the records' logits")
-    config.add_config_args(p)
-    args = p.parse_args()
-    explicit = {"records": args.records, "width": args.width,
-                "mini_epochs": args.mini_epochs, "batch_size": args.batch_size,
-                "crop_samples": args.crop_samples, "epoch_fraction": args.epoch_fraction,
-                "loss": args.loss, "seed": args.seed, "mixed_precision": args.mixed_precision,
-                "teacher": args.teacher,
-                "lr_start": args.lr[0] if args.lr else None,
-                "lr_end": args.lr[1] if args.lr else None}
-    cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)
-
-    from tf_cme.training.student import train
-    metrics = train(cfg, args.out)
-    st = metrics.get("student", {})
-    if st:
-        tr, va = st.get("train", {}), st.get("val", {})
-        print(f"mini-epoch {st.get('mini_epoch')}: train loss {tr.get('loss', float('nan')):.4f} "
-              f"top-1 error {tr.get('top1_error', float('nan')):.3f}"
-              + (f"; val loss {va['loss']:.4f} top-1 error {va['top1_error']:.3f}" if va else "")
-              + f" -> {Path(args.out) / 'model.keras'}")
-    return 0
-
+from tf_cme.commands import run
 
 if __name__ == "__main__":
-    from tf_cme.utils import run_main
-    run_main(main)
+    run("train_student")

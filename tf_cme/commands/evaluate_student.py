@@ -1,0 +1,74 @@
+"""Evaluate a student on labelled EmoVoxCeleb records (protocol §7.1, the original's student_stats).
+
+Student logits for every track (whole utterance up to 19.9 s, the front end's bucket
+crop of at most 10 s), the teacher's label per track (argmax of the per-emotion max over
+all frames), ROC curves and AUCs per emotion on train / heard / unheard, the mean AUC
+over present and not ignored emotions. Writes OUT/metrics.json, OUT/config.json,
+OUT/predictions.npz, OUT/figures/*.png, OUT/tensorboard/ (PR curves, embedding
+projector) and OUT/gallery/ (for report.py).
+
+  scripts/evaluate_student.py runs/demo/student --records runs/demo/labels --out runs/demo/eval
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tf_cme import config
+from tf_cme.utils import run_main
+
+
+def main() -> int:
+    from tf_cme.evaluation import student_eval
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("run", metavar="RUN",
+                   help="student run folder (with model.keras), or a .keras file")
+    p.add_argument("--records", required=True, metavar="LABELLED_DIR",
+                   help="labelled emovox record set (label_faces.py output)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: RUN/eval)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="crops of equal bucket width per forward pass (config batch_size)")
+    p.add_argument("--ignore", default=None, metavar="E1,E2",
+                   help="emotions left out of the mean AUC (config ignore; default "
+                        "fear,disgust,contempt; '' for none)")
+    p.add_argument("--frames", metavar="RECORDS_DIR", default=None,
+                   help="record set with the face frames of the same clips, for the report's "
+                        "gallery (config frames_records; default: the labelled records' source "
+                        "set named in their manifest)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N tracks (config limit; 0 = all)")
+    config.add_config_args(p)
+    args = p.parse_args()
+    ignore = None
+    if args.ignore is not None:
+        ignore = [e for e in args.ignore.split(",") if e.strip()]
+    cfg = config.resolve_or_exit(student_eval.StudentEvalConfig, args, explicit={
+        "batch_size": args.batch_size, "ignore": ignore, "limit": args.limit,
+        "frames_records": args.frames})
+    try:
+        from tf_cme import emotions
+        [emotions.canonical(e) for e in cfg.ignore]
+    except ValueError as e:
+        print(f"{Path(sys.argv[0]).name}: error: ignore: {e}", file=sys.stderr)
+        return 2
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run.parent if run.suffix == ".keras" else run) / "eval"
+    metrics = student_eval.evaluate(run, args.records, out, cfg)
+    config.save({**config.to_dict(cfg), "run": str(run), "records": str(args.records)},
+                out / "config.json")
+    print(student_eval.format_table(metrics))
+    if metrics["skipped"]:
+        print("skipped: " + ", ".join(f"{k}: {v}" for k, v in metrics["skipped"].items()))
+    print(f"wrote {out}/metrics.json, figures/, tensorboard/ ({metrics['seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,65 @@
+"""Fine-tune a FER+ teacher (protocol §4.2) into a run folder; re-running resumes.
+
+Writes RUN/config.json, RUN/checkpoints/last.npz (every epoch, atomic), RUN/tensorboard/,
+RUN/model.keras (the best epoch on val) and RUN/metrics.json.
+
+Examples:
+  scripts/train_teacher.py --records records/ferplus --out runs/senet50 \\
+      --init runs/teachers/senet50-vggface2.keras
+  scripts/train_teacher.py --records runs/demo/records/ferplus --out runs/demo/teacher \\
+      --arch senet50-ferplus --width 0.125 --input-size 48 --batch-size 64 \\
+      --set learning_rates=[0.05,0.005] --set epochs_per_rate=[6,2] --set backbone_lr_mult=1
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tf_cme import config
+from tf_cme.training.teacher import TeacherTrainConfig
+from tf_cme.utils import run_main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", help="FER+ record set folder (default: records/ferplus)")
+    p.add_argument("--out", required=True, help="run folder (created; resumed if it holds a "
+                                                "checkpoint)")
+    p.add_argument("--arch", choices=["resnet50-ferplus", "senet50-ferplus"],
+                   help="teacher architecture (default: senet50-ferplus)")
+    p.add_argument("--width", type=float, help="channel multiplier (default 1.0)")
+    p.add_argument("--input-size", type=int, help="model input size (default 224)")
+    p.add_argument("--init", help="start from this .keras (e.g. an imported VGGFace2 base); "
+                                  "random initialisation otherwise")
+    p.add_argument("--loss", choices=["auto", "softmaxlog", "distributions"],
+                   help="hard-label or vote-distribution loss (auto: distributions for "
+                        "senet, softmaxlog for resnet)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    p.add_argument("--epochs", type=int,
+                   help="shortcut: this many epochs at the first learning rate only")
+    p.add_argument("--max-epochs", type=int,
+                   help="stop after this many epochs in this call (resume later)")
+    config.add_config_args(p)
+    args = p.parse_args()
+    explicit = {"records": args.records, "arch": args.arch, "width": args.width,
+                "input_size": args.input_size, "init": args.init, "loss": args.loss,
+                "batch_size": args.batch_size}
+    cfg = config.resolve_or_exit(TeacherTrainConfig, args, explicit=explicit)
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, learning_rates=cfg.learning_rates[:1],
+                                  epochs_per_rate=[args.epochs])
+
+    from tf_cme.training.teacher import train
+    m = train(cfg, args.out, max_epochs=args.max_epochs)
+    print(f"best epoch {m['best_epoch']}: val accuracy {m['best_val_accuracy']:.4f} "
+          f"-> {Path(args.out) / 'model.keras'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
