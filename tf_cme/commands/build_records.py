@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
                    help="side of the saved 1.6x face crops for --videos (default 224)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
                    help="clamp clips at S seconds (default 19.9, protocol §3.1)")
+    p.add_argument("--order-seed", type=int, default=None, metavar="N",
+                   help="seed of the random order the tracks of each split are written in "
+                        "across the shards, so that any run of records is a uniform sample "
+                        "(default 0; protocol §6)")
     _common(p)
 
     p = sub.add_parser("external", help="RML / eNTERFACE / manifest.csv clips (protocol §2.3)")
@@ -112,7 +116,8 @@ def main(argv=None) -> int:
             "root": args.root, "wav_dir": args.wav_dir, "frames_dir": args.frames_dir,
             "splits": args.splits, "logits_mat": args.logits_mat, "videos": args.videos,
             "video_set": args.video_set, "detector": args.detector,
-            "face_size": args.face_size, "max_seconds": args.max_seconds, **common})
+            "face_size": args.face_size, "max_seconds": args.max_seconds,
+            "order_seed": args.order_seed, **common})
     else:
         from tf_cme.data import external as mod
         cfg = config_lib.resolve_or_exit(mod.ExternalBuildConfig, args, explicit={

@@ -54,7 +54,34 @@ class EmovoxBuildConfig:
     jpeg_quality: int = 90
     max_seconds: float = schema_lib.MAX_SECONDS
     shard_size: int = 128
+    order_seed: int = 0             # seed of the random record order (protocol §6)
     workers: int = 0
+
+
+# ------------------------------------------------------------------- order
+#: How the records of a split are ordered across its shards (recorded in the manifest).
+ORDER_METHOD = ("seeded random permutation of each split's tracks before cutting shards: "
+                "numpy.random.default_rng([order_seed, set code]).permutation")
+
+
+def record_order(split: str, items: list, seed: int) -> list:
+    """``items`` (one split's inputs, in split-file / imdb order, i.e. grouped by
+    identity) in a seeded random order, so that every run of consecutive records, and
+    every selection of whole shards, is a uniform random sample of the split's tracks:
+    a mini-epoch read through a few shuffled shards and a shuffle buffer then covers
+    the identities as the original's ``randperm`` does (protocol §6)."""
+    code = schema_lib.SPLIT_SETS[split]
+    perm = np.random.default_rng([int(seed), code]).permutation(len(items))
+    return [items[i] for i in perm]
+
+
+def _chunk_splits(per_split: dict, cfg: EmovoxBuildConfig) -> list:
+    tasks = []
+    for split in ("train", "unheard", "heard"):
+        if split in per_split:
+            tasks += records.chunk(split, record_order(split, per_split[split], cfg.order_seed),
+                                   cfg.shard_size)
+    return tasks
 
 
 # ------------------------------------------------------------------- audio
@@ -223,10 +250,7 @@ def plan_tree(cfg: EmovoxBuildConfig):
         keys[key] = wav_rel
         per_split.setdefault(schema_lib.SET_NAMES[code], []).append(
             ("tree", code, wav_rel, frames_rel))
-    tasks = []
-    for split in ("train", "unheard", "heard"):
-        if split in per_split:
-            tasks += records.chunk(split, per_split[split], cfg.shard_size)
+    tasks = _chunk_splits(per_split, cfg)
     sources = {"splits.txt": records.file_sha256(splits),
                "wav listing": records.listing_sha256(wav_dir, [e[1] for e in entries])}
     options = {"wav_dir": str(wav_dir), "frames_dir": str(frames_dir) if frames_dir else "",
@@ -398,10 +422,7 @@ def plan_mat(cfg: EmovoxBuildConfig):
         per_split.setdefault(schema_lib.SET_NAMES[code], []).append(
             ("mat", code, wav_rel, imdb["video"][i], imdb["track"][i], fr,
              lg.astype(np.float32).tolist()))
-    tasks = []
-    for split in ("train", "unheard", "heard"):
-        if split in per_split:
-            tasks += records.chunk(split, per_split[split], cfg.shard_size)
+    tasks = _chunk_splits(per_split, cfg)
     sources = {Path(cfg.logits_mat).name: records.file_sha256(cfg.logits_mat),
                "wav listing": records.listing_sha256(wav_dir, [wav_path_of(n) for n in imdb["name"]])}
     options = {"wav_dir": str(wav_dir),
@@ -470,7 +491,7 @@ def plan_videos(cfg: EmovoxBuildConfig):
         raise CmeError(f"{root}: no videos ({', '.join(VIDEO_EXTS)})")
     split = schema_lib.SET_NAMES[cfg.video_set]
     items = [("video", cfg.video_set, rel) for rel in files]
-    tasks = records.chunk(split, items, cfg.shard_size)
+    tasks = _chunk_splits({split: items}, cfg)
     sources = {"video listing": records.listing_sha256(root, files)}
     options = {"wav_dir": str(root), "frames_dir": "", "max_seconds": cfg.max_seconds,
                "detector": cfg.detector, "face_size": cfg.face_size,
@@ -547,6 +568,7 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
     labelled = bool(cfg.logits_mat)
     extra = {"labelled": labelled, "source": source, "sample_rate": schema_lib.SAMPLE_RATE,
              "fps": schema_lib.FPS, "frame_stride": schema_lib.FRAME_STRIDE,
+             "order": {"method": ORDER_METHOD, "seed": int(cfg.order_seed)},
              "class_counts_meaning": ("per clip: the emotion holding the largest teacher logit "
                                       "of the track (protocol §7.1)" if labelled else
                                       "none: unlabelled records")}
