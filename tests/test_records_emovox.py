@@ -94,17 +94,23 @@ def test_bad_inputs_are_counted(tree, tmp_path):
         emovox.build(tmp_path / "rec2", emovox.EmovoxBuildConfig(root=str(root)))
 
 
-def test_clamped_at_19_9_seconds(tmp_path):
+def test_whole_track_kept_training_crops_clamped_at_19_9_seconds(tmp_path):
     root = tmp_path / "long"
     rng = np.random.default_rng(1)
-    write_wav(root / "wav" / "P/v/00001.wav", (rng.normal(size=20 * 16000) * 999).astype(np.int16),
-              16000)
+    x = (rng.normal(size=20 * 16000) * 999).astype(np.int16)
+    write_wav(root / "wav" / "P/v/00001.wav", x, 16000)
     (root / "frames" / "P/1.6/v/00001").mkdir(parents=True)
     (root / "frames" / "P/1.6/v/00001/00000.jpg").write_bytes(jpeg(np.zeros((8, 8, 3), np.uint8)))
     (root / "splits.txt").write_text("2 P/v/00001.wav P/1.6/v/00001\n")
-    emovox.build(tmp_path / "rec", emovox.EmovoxBuildConfig(root=str(root), workers=1))
+    m = emovox.build(tmp_path / "rec", emovox.EmovoxBuildConfig(root=str(root), workers=1))
+    assert m["schema_version"] == 2 and m["audio_max_seconds"] == 0.0
     (c,) = list(pipelines.clips_dataset(tmp_path / "rec", "unheard"))
-    assert c["waveform"].shape == (schema.MAX_SAMPLES,) and c["key"].numpy() == b"P/v/00001"
+    assert c["waveform"].shape == (20 * 16000,) and c["key"].numpy() == b"P/v/00001"
+    np.testing.assert_array_equal(c["waveform"].numpy(), x / np.float32(32768))
+    # training draws its crops from the first 19.9 s only (protocol §3.1)
+    audio = tf.constant([x.tobytes()] * 256)
+    _, start = pipelines.crop_batch(audio, tf.constant([x.size] * 256), tf.constant([1, 2], tf.int64))
+    assert int(tf.reduce_max(start)) <= schema.MAX_SAMPLES - 64384 - 1 < x.size - 64384 - 1
 
 
 # ------------------------------------------------------ alignment (protocol §2.2, §6)

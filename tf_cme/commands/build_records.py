@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--face-size", type=int, default=None, metavar="PX",
                    help="side of the saved 1.6x face crops for --videos (default 224)")
     p.add_argument("--max-seconds", type=float, default=None, metavar="S",
-                   help="clamp clips at S seconds (default 19.9, protocol §3.1)")
+                   help="cut tracks at S seconds (default 0: keep whole tracks; evaluation, protocol "
+                        "§3.2, refuses cut tracks; training clamps at 19.9 s itself, §3.1)")
     p.add_argument("--order-seed", type=int, default=None, metavar="N",
                    help="seed of the random order the tracks of each split are written in "
                         "across the shards, so that any run of records is a uniform sample "

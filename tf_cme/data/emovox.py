@@ -9,8 +9,8 @@ Three sources:
        ROOT/splits.txt   "<set> <wav path rel. to wav/> <frames dir rel. to frames/>"
 
    Audio becomes 16 kHz mono int16 PCM (``tf_cme.audio.io.load_audio``: other
-   rates resampled, stereo down-mixed, compressed formats decoded), clamped at
-   19.9 s; frames are kept as JPEG bytes in time order with frame file NNNNN ->
+   rates resampled, stereo down-mixed, compressed formats decoded), the whole
+   track (training crops from its first 19.9 s, evaluation reads all, §3.2); frames are kept as JPEG bytes in time order with frame file NNNNN ->
    video frame NNNNN -> time NNNNN / 25 s.
 2. The published imdb with teacher logits, ``--logits-mat
    senet50-ferplus-logits.mat`` (:func:`plan_mat`): MAT v5 (scipy.io) or v7.3
@@ -52,7 +52,7 @@ class EmovoxBuildConfig:
     detector: str = "haar"          # haar | mtcnn (raw videos)
     face_size: int = 224            # side of the saved 1.6x face crops (raw videos)
     jpeg_quality: int = 90
-    max_seconds: float = schema_lib.MAX_SECONDS
+    max_seconds: float = 0.0        # 0: keep the whole track (evaluation needs it, §3.2)
     shard_size: int = 128
     order_seed: int = 0             # seed of the random record order (protocol §6)
     workers: int = 0
@@ -258,7 +258,7 @@ def plan_tree(cfg: EmovoxBuildConfig):
     return tasks, [], sources, options
 
 
-def encode_track(item, *, wav_dir: str, frames_dir: str = "", max_seconds: float = 19.9,
+def encode_track(item, *, wav_dir: str, frames_dir: str = "", max_seconds: float = 0.0,
                  **video_opts):
     """Worker: one input -> an ``emovox`` record (or a Skip)."""
     kind = item[0]
@@ -270,7 +270,7 @@ def encode_track(item, *, wav_dir: str, frames_dir: str = "", max_seconds: float
     _, code, wav_rel, frames_rel = item
     identity, video, track = track_key(wav_rel, frames_rel)
     key = f"{identity}/{video}/{track}"
-    audio = audio_record(Path(wav_dir) / wav_rel, max_seconds)
+    audio = audio_record(Path(wav_dir) / wav_rel, max_seconds or None)
     if isinstance(audio[0], str):
         return records.Skip(audio[0], key, audio[1])
     pcm, n, rate = audio
@@ -443,7 +443,7 @@ def encode_mat_track(item, *, wav_dir: str, frames_dir: str, max_seconds: float)
             video, track = parts[-3], parts[-2]
     key = f"{identity}/{video}/{track}"
     logits = np.asarray(logits, dtype=np.float32).reshape(-1, emotions.NUM_CLASSES)
-    audio = audio_record(Path(wav_dir) / wav_rel, max_seconds)
+    audio = audio_record(Path(wav_dir) / wav_rel, max_seconds or None)
     if isinstance(audio[0], str):
         return records.Skip(audio[0], key, audio[1])
     pcm, n, rate = audio
@@ -514,7 +514,7 @@ def encode_video(item, *, max_seconds: float, wav_dir: str = "", detector: str =
     try:
         frames, audio = video_lib.read_video(str(path), fps=schema_lib.FPS,
                                              stride=schema_lib.FRAME_STRIDE,
-                                             max_seconds=max_seconds)
+                                             max_seconds=max_seconds or None)
         with frames:
             for frame_index, _t, rgb in frames:
                 found = faces_lib.detect_faces(rgb, method=detector)
@@ -539,7 +539,8 @@ def encode_video(item, *, max_seconds: float, wav_dir: str = "", detector: str =
     if np.asarray(audio).size == 0:
         return records.Skip("empty_audio", key, f"{path}: the audio track has no samples")
     x = np.asarray(audio, dtype=np.float32).reshape(-1)
-    x = x[:int(round(max_seconds * schema_lib.SAMPLE_RATE))]
+    if max_seconds:
+        x = x[:int(round(max_seconds * schema_lib.SAMPLE_RATE))]
     pcm = schema_lib.pcm16(x)
     if not np.any(np.frombuffer(pcm, "<i2")):
         return records.Skip("silent_audio", key, f"{path}: all samples are zero")
@@ -565,10 +566,13 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
     else:
         tasks, pre, sources, options = plan_tree(cfg)
         source = "tree"
+    if cfg.max_seconds < 0:
+        raise CmeError(f"--max-seconds must be 0 (whole tracks) or positive, got {cfg.max_seconds}")
     labelled = bool(cfg.logits_mat)
     extra = {"labelled": labelled, "source": source, "sample_rate": schema_lib.SAMPLE_RATE,
              "fps": schema_lib.FPS, "frame_stride": schema_lib.FRAME_STRIDE,
              "order": {"method": ORDER_METHOD, "seed": int(cfg.order_seed)},
+             "audio_max_seconds": float(cfg.max_seconds),
              "class_counts_meaning": ("per clip: the emotion holding the largest teacher logit "
                                       "of the track (protocol §7.1)" if labelled else
                                       "none: unlabelled records")}

@@ -280,13 +280,14 @@ def _pair(size):
 # ----------------------------------------------------------- clip parsing
 def _waveform(audio, max_samples=schema_lib.MAX_SAMPLES):
     x = tf.io.decode_raw(audio, tf.int16, little_endian=True)
-    x = x[:max_samples]
+    if max_samples:
+        x = x[:max_samples]
     return tf.cast(x, tf.float32) / 32768.0
 
 
-def _parse_clip(serialized, sch):
+def _parse_clip(serialized, sch, max_samples=schema_lib.MAX_SAMPLES):
     out = dict(sch.parse_single(serialized))
-    out["waveform"] = _waveform(out.pop("audio"))
+    out["waveform"] = _waveform(out.pop("audio"), max_samples)
     if "logits" in out:
         out["logits"] = tf.reshape(out["logits"], [-1, emotions.NUM_CLASSES])
     return out
@@ -294,14 +295,15 @@ def _parse_clip(serialized, sch):
 
 def clips_dataset(dir, split=None, *, skip_corrupt=False, input_context=None):
     """EmoVoxCeleb clips, unbatched, in record order: dicts with ``key``,
-    ``waveform`` float32 [N] (16 kHz, whole clip up to 19.9 s), ``identity``,
+    ``waveform`` float32 [N] (16 kHz, the whole track: evaluation, protocol §3.2), ``identity``,
     ``video``, ``track``, ``split``, ``set``, ``logits`` float32 [F, 8] (F = 0 for
     unlabelled records), ``frames`` string [F'] JPEG, ``frame_index`` int64 and
     ``frame_times`` float32 [F'], ``num_samples``."""
     sch = schema_lib.EMOVOX_SCHEMA
     ds, _ = _records(dir, split, sch.name, shuffle_files=False, seed=0,
                      input_context=input_context, skip_corrupt=skip_corrupt)
-    ds = ds.map(lambda s: _parse_clip(s, sch), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda s: _parse_clip(s, sch, None), num_parallel_calls=AUTOTUNE,
+                deterministic=True)
     return _options(ds.prefetch(AUTOTUNE))
 
 

@@ -26,7 +26,7 @@ SAMPLE_RATE = 16000
 #: Video timing of VoxCeleb face frames (protocol §2.2): 25 fps, every 6th frame kept.
 FPS = 25
 FRAME_STRIDE = 6
-#: Clips are clamped at 19.9 s (protocol §3.1): 318,400 samples at 16 kHz.
+#: Training crops are drawn from the first 19.9 s (protocol §3.1): 318,400 samples at 16 kHz.
 MAX_SECONDS = 19.9
 MAX_SAMPLES = 318400
 #: FER2013 faces are 48x48 grey.
@@ -273,7 +273,7 @@ FERPLUS_SCHEMA = Schema(
     ))
 
 EMOVOX_SCHEMA = Schema(
-    name="emovox", version=1,
+    name="emovox", version=2,      # 2: the whole audio track (1 kept only its first 19.9 s)
     description="One VoxCeleb audio track with its face frames and/or per-frame teacher logits.",
     features=(
         Feature("key", BYTES, (), "<identity>/<video>/<track>, unique in a record set"),
@@ -283,7 +283,8 @@ EMOVOX_SCHEMA = Schema(
         Feature("wav", BYTES, (), "source path of the audio (relative to the wav root, or the video file)"),
         Feature("set", INT64, (), "split code of splits.txt / imdb.images.set: 1 train, 2 unheard, 3 heard"),
         Feature("split", BYTES, (), "train | unheard | heard"),
-        Feature("audio", BYTES, (), "16 kHz mono int16 little-endian PCM, at most 19.9 s (318,400 samples)"),
+        Feature("audio", BYTES, (), "16 kHz mono int16 little-endian PCM, the whole track (training clamps it at 19.9 s in "
+                "the pipeline, protocol §3.1; evaluation reads all of it, §3.2)"),
         Feature("num_samples", INT64, (), "number of audio samples"),
         Feature("sample_rate", INT64, (), "always 16000"),
         Feature("source_rate", INT64, (), "sample rate of the source file before resampling"),

@@ -28,11 +28,11 @@ class StudentScorer:
     ``(id, logits[8])`` in batch order (not input order).
     """
 
-    def __init__(self, model, batch_size: int = 16, max_samples: int = MAX_SAMPLES):
+    def __init__(self, model, batch_size: int = 16, max_samples: int | None = MAX_SAMPLES):
         import tensorflow as tf
         from ..models import student
         self.batch_size = max(1, int(batch_size))
-        self.max_samples = int(max_samples)
+        self.max_samples = int(max_samples) if max_samples else None   # None: whole clips
         self.min_samples = student.MIN_SERVING_SAMPLES
         self.model = student.serving_student(model)
         self._spec, self._body = self._split(self.model)

@@ -2,7 +2,7 @@
 
 For every track of a labelled emovox record set:
 
-1. the student's logits on the whole utterance (clamped to 19.9 s), with the front end
+1. the student's logits on the whole utterance, with the front end
    in ``crop="bucket"`` mode: whole-clip normalisation, then the centred crop to the
    largest 100-frame bucket, at most 10 s (protocol §3.2);
 2. scores = ``softmax(logits)`` (T = 1);
@@ -55,7 +55,7 @@ class StudentEvalConfig:
     batch_size: int = 16                 # crops of equal bucket width per forward pass
     ignore: list[str] = dataclasses.field(
         default_factory=lambda: list(roc_lib.DEFAULT_IGNORE))   # left out of the mean AUC
-    max_seconds: float = 19.9            # clips are clamped to this before the front end
+    max_seconds: float = 0.0             # 0: the whole clip (protocol §3.2); else clamp at S s
     pr_thresholds: int = 101             # TensorBoard PR-curve thresholds
     gallery_size: int = 3                # clips per emotion kept for the report's gallery
     gallery_seconds: float = 6.0         # audio kept per gallery clip, centred on the peak frame
@@ -93,7 +93,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scorer = StudentScorer(model, batch_size=cfg.batch_size,
-                           max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)))
+                           max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)) or None)
     gallery = Gallery(cfg.gallery_size, cfg.gallery_seconds)
     source = clips if clips is not None else iterate_clips(records)
 
