@@ -11,8 +11,8 @@ import json
 
 import numpy as np
 import pytest
-
 from _np_frontend import spectrogram as np_spectrogram
+
 from tf_cme.audio import frontend
 from tf_cme.audio.io import write_wav
 from tf_cme.data import emovox
