@@ -8,8 +8,10 @@ order) through :func:`tf_cme.data.labelled.write_labelled`.
   the teacher's input size (bilinear, antialiased), uint8 RGB; a tf-cme teacher then
   converts to grey (``rgb2gray``, rounded), replicates and subtracts its mean itself.
 - Resumable: the logits of each input shard are cached atomically in
-  ``<cache>/<shard>.npz`` (keyed by the teacher file's checksum); cached shards are
-  skipped on a re-run.
+  ``<cache>/<shard>.<key>.npz``, keyed by everything that determines them
+  (:func:`cache_key`: teacher and input shard checksums, crop fraction, input size,
+  colour, scaling, class map, preprocessing version); a re-run reuses only entries with
+  the same key and recomputes the rest (issue 12.1).
 - A frame that does not decode is a counted skip (``undecodable_frames``); its row gets
   :data:`tf_cme.emotions.MISSING_LOGIT` for every class, so it never wins a max-pool
   over frames and its softmax is uniform.
@@ -110,6 +112,40 @@ def _label_shard(teacher: Teacher, path: str, batch_size: int, crop_fraction: fl
     return out, bad
 
 
+def cache_key(teacher_sha256: str, shard_path, teacher: Teacher, crop_fraction: float) -> str:
+    """The sha256 that keys one shard's cached logits: everything that determines them
+    (issue 12.1): the teacher file's checksum, the input shard's checksum, the crop
+    fraction, the teacher's input size, colour, scaling and class map, and
+    :data:`tf_cme.models.teacher.PREPROCESSING_VERSION`. A cache entry under another key
+    is never read (it is recomputed)."""
+    import hashlib
+
+    from .data.records import file_sha256
+    from .models.teacher import PREPROCESSING_VERSION
+    desc = {"teacher_sha256": teacher_sha256, "shard_sha256": file_sha256(shard_path),
+            "crop_fraction": float(crop_fraction), "input_size": int(teacher.input_size),
+            "colour": teacher.colour, "scaling": teacher.scaling, "native": teacher.native,
+            "source_classes": list(teacher.classes), "classes": list(emotions.FERPLUS),
+            "missing_logit": emotions.MISSING_LOGIT,
+            "preprocessing_version": PREPROCESSING_VERSION}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cached(cpath: Path, key: str):
+    """``(logits per clip, undecodable)`` from a cache file written under ``key``, or None
+    (absent, unreadable or written under another key: then it is recomputed)."""
+    if not cpath.exists():
+        return None
+    try:
+        with np.load(cpath) as z:
+            if "cache_key" not in z.files or bytes(z["cache_key"]).decode() != key:
+                return None
+            keys = json.loads(bytes(z["keys"]).decode())
+            return {k: z[f"l{i}"] for i, k in enumerate(keys)}, int(z["undecodable"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                   cache_dir=None, classes=None, input_size=None, colour=None, scaling=None,
                   crop_fraction: float = 1 / 1.6, stats_png=None, overwrite: bool = False,
@@ -125,7 +161,6 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                            colour=colour, scaling=scaling)
     digest = _file_sha256(Path(teacher_path))
     cache = Path(cache_dir) if cache_dir else Path(str(out_dir).rstrip("/") + ".logits-cache")
-    cache = cache / digest[:16]
     cache.mkdir(parents=True, exist_ok=True)
     files, bad_shards = records_lib.shard_files(records_dir, None, manifest,
                                                 skip_corrupt=skip_corrupt)
@@ -140,25 +175,26 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     frames_done = 0
     t0 = time.time()
     computed_frames = 0
+    cached_shards = 0
     bar = progress(total=total, desc="labelling", unit="frame")
     for path in files:
         name = Path(path).name
-        cpath = cache / (name + ".npz")
-        if cpath.exists():
-            with np.load(cpath) as z:
-                keys = json.loads(bytes(z["keys"]).decode())
-                part = {k: z[f"l{i}"] for i, k in enumerate(keys)}
-                bad = int(z["undecodable"])
+        key = cache_key(digest, path, teacher, crop_fraction)
+        cpath = cache / f"{name}.{key[:16]}.npz"
+        part = _read_cached(cpath, key)
+        if part is not None:
+            part, bad = part
             bar.update(sum(len(v) for v in part.values()))
+            cached_shards += 1
         else:
             part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
             computed_frames += sum(len(v) for v in part.values())
             keys = list(part)
-            with atomic_path(cpath) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, keys=np.frombuffer(json.dumps(keys).encode(), np.uint8),
-                             undecodable=np.int64(bad),
-                             **{f"l{i}": part[k] for i, k in enumerate(keys)})
+            with atomic_path(cpath) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.frombuffer(json.dumps(keys).encode(), np.uint8),
+                         cache_key=np.frombuffer(key.encode(), np.uint8),
+                         undecodable=np.int64(bad),
+                         **{f"l{i}": part[k] for i, k in enumerate(keys)})
         logits.update(part)
         undecodable += bad
         frames_done += sum(len(v) for v in part.values())
@@ -178,7 +214,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                "corrupt_shards_skipped": len(bad_shards), "seconds": round(elapsed, 2),
                "frames_per_second": round(computed_frames / elapsed, 1) if elapsed and
                computed_frames else None,
-               "frames_computed": computed_frames, "dominant_counts": counts,
+               "frames_computed": computed_frames, "shards_from_cache": cached_shards,
+               "dominant_counts": counts,
                "output": str(out_dir), "splits": {k: v.get("examples") for k, v in
                                                   new_manifest.get("splits", {}).items()}}
     if stats_png:
