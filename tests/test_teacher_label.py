@@ -136,8 +136,6 @@ def test_foreign_teacher_mapped_by_name(tmp_path, emovox_records):
 def test_stale_cache_is_recomputed(tmp_path, emovox_records, teacher_file):
     """issue 12.1: re-running into the same --out with another crop fraction, or with
     other records under the same shard names, recomputes instead of reusing old logits."""
-    import shutil
-
     from tf_cme.data.pipelines import clips_dataset
     from tf_cme.labelling import label_records
     from tf_cme.models.io import load_model
