@@ -46,3 +46,24 @@ def test_changed_commands_rerun_a_stage_and_what_follows(tmp_path, monkeypatch, 
     (tmp_path / "a" / demo.MARKER).write_text(json.dumps({"seconds": 1.0}))   # old marker
     demo.run(tmp_path)
     assert ran == ["make_a.py", "make_b.py"]
+
+
+def test_markers_are_keyed_by_inputs_and_versions(tmp_path, monkeypatch):
+    """issue 12.1: a stage whose input (the stage before) was remade, or that another
+    teacher preprocessing version made, runs again although its commands are the same."""
+    ran = []
+    monkeypatch.setattr(demo, "_run_command", lambda script, args: ran.append(script))
+    monkeypatch.setattr(demo, "stages", lambda: _stages("x"))
+    demo.run(tmp_path)
+    ran.clear()
+    # stage a remade elsewhere (its marker has another key): b's input changed
+    m = json.loads((tmp_path / "a" / demo.MARKER).read_text())
+    m["key"] = "0" * 64
+    (tmp_path / "a" / demo.MARKER).write_text(json.dumps(m))
+    demo.run(tmp_path)
+    assert ran == ["make_a.py", "make_b.py"]
+    ran.clear()
+    import tf_cme.models.teacher as teacher_mod
+    monkeypatch.setattr(teacher_mod, "PREPROCESSING_VERSION", 999)
+    demo.run(tmp_path)
+    assert ran == ["make_a.py", "make_b.py"]

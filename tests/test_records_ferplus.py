@@ -246,21 +246,7 @@ def test_faces_pipeline_determinism_and_augmentation(tmp_path):
     # same order with and without augmentation, and augmentation changes pixels
     assert all((p[1] == q[1]).all() for p, q in zip(a1, plain))
     assert any((p[0] != q[0]).any() for p, q in zip(a1, plain))
-    # out-of-image pixels take the fill value (the teacher's mean grey by default)
-    assert pipelines.fill_value_for() == 109
-    import tensorflow as tf
-    img = tf.fill([1, 48, 48, 1], tf.constant(7, tf.uint8))
-    shift = tf.constant([[1, 0, 10, 0, 1, 0, 0, 0]], tf.float32)   # x' = x + 10
-    out = pipelines.warp(img, shift, 109).numpy()[0, :, :, 0]
-    assert (out[:, :37] == 7).all() and (out[:, 38:] == 109).all()
-    # identity transform when the draw says so; the affine matrix is shaped as the original's
-    tr = pipelines.ferplus_affine(tf.constant([3, 4], tf.int64), 64, 48).numpy()
-    ident = np.all(tr == np.array([1, 0, 0, 0, 1, 0, 0, 0], np.float32), axis=1)
-    assert 10 < ident.sum() < 54
-    lin = tr[~ident][:, [0, 1, 3, 4]]
-    det = lin[:, 0] * lin[:, 3] - lin[:, 1] * lin[:, 2]
-    # det = s^2 (1 - s1 s2) with s in [0.96, 1.04], s1 s2 in {0, +-0.01}
-    assert (det > 0.96 ** 2 * 0.99 - 1e-4).all() and (det < 1.04 ** 2 * 1.01 + 1e-4).all()
+    # the affine draw itself and the single resampling: tests/test_teacher_resample.py
     # evaluation batches: no shuffle, every example once, partial last batch kept
     ev = list(pipelines.faces_dataset(d, "train", batch_size=8, training=False))
     assert sum(int(x.shape[0]) for x, _ in ev) == 30

@@ -19,9 +19,12 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def emovox_records(tmp_path_factory) -> Path:
     """Three tracks in the VoxCeleb layout (one with a corrupt JPEG), built into records."""
+    return _build_records(tmp_path_factory.mktemp("vox"), 0)
+
+
+def _build_records(root, seed) -> Path:
     from tf_cme.data import emovox
-    root = tmp_path_factory.mktemp("vox")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     lines = []
     for t, (ident, n_frames, code) in enumerate([("Synth_Person_001", 5, 1),
                                                  ("Synth_Person_002", 3, 2),
@@ -128,3 +131,30 @@ def test_foreign_teacher_mapped_by_name(tmp_path, emovox_records):
     np.testing.assert_allclose(lg[ok, 0] - mean_grey, 6.0, atol=1e-4)   # neutral, bias 6
     np.testing.assert_allclose(lg[ok, 1] - mean_grey, 3.0, atol=1e-4)   # happiness, bias 3
     assert np.all((mean_grey >= 0) & (mean_grey <= 1.0001))             # unit scaling
+
+
+def test_stale_cache_is_recomputed(tmp_path, emovox_records, teacher_file):
+    """issue 12.1: re-running into the same --out with another crop fraction, or with
+    other records under the same shard names, recomputes instead of reusing old logits."""
+    from tf_cme.data.pipelines import clips_dataset
+    from tf_cme.labelling import label_records
+    from tf_cme.models.io import load_model
+    out = tmp_path / "labels"
+    s = label_records(emovox_records, out, teacher_file, batch_size=4)
+    assert s["frames_computed"] == 12
+    s = label_records(emovox_records, out, teacher_file, batch_size=4, overwrite=True,
+                      crop_fraction=1.0)
+    assert s["frames_computed"] == 12 and s["shards_from_cache"] == 0
+    want = _expected(load_model(teacher_file), emovox_records, crop=1.0)
+    for c in clips_dataset(out):
+        key = c["key"].numpy().decode()
+        for i, row in want[key].items():
+            np.testing.assert_allclose(c["logits"].numpy()[i], row, rtol=1e-4, atol=1e-4)
+    s = label_records(emovox_records, out, teacher_file, batch_size=4, overwrite=True)
+    assert s["frames_computed"] == 0      # 1/1.6 again: its own entries, under its own key
+    # other records (other frames) with the same shard file names: recomputed
+    other = _build_records(tmp_path / "vox2", 1)
+    assert sorted(p.name for p in other.glob("*.tfrecord*")) == \
+        sorted(p.name for p in emovox_records.glob("*.tfrecord*"))
+    s = label_records(other, out, teacher_file, batch_size=4, overwrite=True)
+    assert s["frames_computed"] == 12 and s["shards_from_cache"] == 0

@@ -8,8 +8,10 @@ order) through :func:`tf_cme.data.labelled.write_labelled`.
   the teacher's input size (bilinear, antialiased), uint8 RGB; a tf-cme teacher then
   converts to grey (``rgb2gray``, rounded), replicates and subtracts its mean itself.
 - Resumable: the logits of each input shard are cached atomically in
-  ``<cache>/<shard>.npz`` (keyed by the teacher file's checksum); cached shards are
-  skipped on a re-run.
+  ``<cache>/<shard>.<key>.npz``, keyed by everything that determines them
+  (:func:`cache_key`: teacher and input shard checksums, crop fraction, input size,
+  colour, scaling, class map, preprocessing version); a re-run reuses only entries with
+  the same key and recomputes the rest (issue 12.1).
 - A frame that does not decode is a counted skip (``undecodable_frames``); its row gets
   :data:`tf_cme.emotions.MISSING_LOGIT` for every class, so it never wins a max-pool
   over frames and its softmax is uniform.
@@ -21,7 +23,6 @@ order) through :func:`tf_cme.data.labelled.write_labelled`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -29,163 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from . import emotions
-from .utils import CmeError, atomic_path, progress, write_json
+from .utils import atomic_path, progress, write_json
 
-SCALINGS = ("raw", "unit", "symmetric", "uint8")
-COLOURS = ("grey", "rgb")
 SKIP_UNDECODABLE = "undecodable_frames"
 
-
-@dataclasses.dataclass
-class Teacher:
-    """A loaded teacher: ``fn(uint8 [B,S,S,3]) -> scores [B, K]`` and how to read them."""
-    model: object
-    classes: tuple[str, ...]       # output class names (FER+ names after canonical())
-    input_size: int
-    colour: str
-    scaling: str
-    native: bool                   # a tf-cme teacher (preprocesses itself)
-    info: dict
-
-    def ferplus_logits(self, images):
-        """In-graph: uint8 RGB ``[N, S, S, 3]`` -> float32 FER+ logits ``[N, 8]``.
-
-        The model runs in inference mode (``training=False``); a foreign model's input
-        is converted first (``colour``, ``scaling``) and its classes are mapped into
-        FER+ order by name (classes it lacks get :data:`tf_cme.emotions.MISSING_LOGIT`),
-        as :func:`label_records` does. Used by labelling and by the online teacher of
-        :class:`tf_cme.training.distiller.Distiller`.
-        """
-        import tensorflow as tf
-        x = images if self.native else _foreign_preprocess(self)(images)
-        scores = tf.cast(self.model(x, training=False), tf.float32)
-        if tuple(self.classes) == emotions.FERPLUS:
-            return scores
-        src = {c: i for i, c in enumerate(self.classes)}
-        idx = [src.get(name, len(self.classes)) for name in emotions.FERPLUS]
-        fill = tf.fill(tf.concat([tf.shape(scores)[:-1], [1]], 0), emotions.MISSING_LOGIT)
-        return tf.gather(tf.concat([scores, fill], -1), idx, axis=-1)
+# The teacher wrapper lives in tf_cme.models.teacher; these names stay for old imports.
+from .models.teacher import COLOURS, SCALINGS, Teacher, as_teacher, load_teacher  # noqa: F401
 
 
 def _file_sha256(path: Path) -> str:
     from .models.importers import sha256
     return sha256(path)
-
-
-def load_teacher(path, *, classes=None, input_size: int | None = None,
-                 colour: str | None = None, scaling: str | None = None) -> Teacher:
-    """Load a tf-cme teacher (metadata inside) or any Keras face model (options needed)."""
-    import keras
-
-    from .models import io as model_io
-    path = Path(path)
-    if not path.is_file():
-        raise CmeError(f"{path}: no such teacher model file")
-    md = None
-    if path.suffix == ".keras":
-        try:
-            md = model_io.read_metadata(path)
-        except CmeError:
-            md = None
-    if md is not None and md.get("kind") == "teacher" and classes is None:
-        model = model_io.load_model(path)
-        size = int(input_size or md.get("input_size", 224))
-        return Teacher(model, tuple(md.get("class_names", emotions.FERPLUS)), size, "rgb",
-                       "uint8", True, {"name": md.get("name"), "options": md.get("options"),
-                                       "metadata": md})
-    if classes is None:
-        raise CmeError(f"{path}: not a tf-cme teacher; give its class names (--teacher-classes "
-                       f"NAME,NAME,...), --input-size, --colour and --scaling")
-    names = [c.strip() for c in (classes.split(",") if isinstance(classes, str) else classes)
-             if c.strip()]
-    try:
-        fer = emotions.resolve_classes(names)
-    except ValueError as e:
-        raise CmeError(f"--teacher-classes: {e}") from None
-    try:
-        from .models.registry import _load_all
-        _load_all()
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - Keras raises many kinds on bad files
-        raise CmeError(f"{path}: cannot load the Keras model ({type(e).__name__}: {e})") from None
-    out_dim = model.output_shape[-1]
-    if out_dim != len(fer):
-        raise CmeError(f"{path}: the model has {out_dim} outputs but {len(fer)} class names "
-                       f"were given")
-    colour = colour or "grey"
-    scaling = scaling or "unit"
-    if colour not in COLOURS:
-        raise CmeError(f"colour must be one of {', '.join(COLOURS)}, got {colour!r}")
-    if scaling not in SCALINGS:
-        raise CmeError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
-    shape = model.input_shape
-    size = int(input_size or (shape[1] if shape[1] else 0))
-    if not size:
-        raise CmeError(f"{path}: the model's input size is not fixed; give --input-size")
-    return Teacher(model, fer, size, colour, scaling, False,
-                   {"name": path.stem, "classes": names, "colour": colour, "scaling": scaling})
-
-
-def as_teacher(obj) -> Teacher:
-    """A :class:`Teacher` from a Teacher, a teacher file (:func:`load_teacher`) or a Keras
-    model: a tf-cme teacher (``cme_metadata``: class order, input size) or any model that
-    takes uint8 RGB faces, preprocesses itself and outputs the 8 FER+ logits. A model
-    whose outputs cannot be read as 8 FER+ logits is a CmeError (a foreign model with
-    another taxonomy needs :func:`load_teacher` with its class names)."""
-    import os
-    if isinstance(obj, Teacher):
-        teacher = obj
-    elif isinstance(obj, (str, os.PathLike)):
-        teacher = load_teacher(obj)
-    else:
-        md = dict(getattr(obj, "cme_metadata", None) or {})
-        name = md.get("name") or getattr(obj, "name", "teacher")
-        if not hasattr(obj, "output_shape") or not callable(obj):
-            raise CmeError(f"teacher: expected a Keras model, a tf_cme.labelling.Teacher or a "
-                           f".keras file, got {type(obj).__name__}")
-        if md.get("kind") not in (None, "teacher"):
-            raise CmeError(f"teacher {name}: a {md.get('kind')} model, not a face teacher")
-        try:
-            classes = emotions.resolve_classes(md.get("class_names") or emotions.FERPLUS)
-        except ValueError as e:
-            raise CmeError(f"teacher {name}: {e}") from None
-        size = md.get("input_size") or (obj.input_shape[1] if obj.input_shape else None)
-        if not size:
-            raise CmeError(f"teacher {name}: its input size is unknown (no tf-cme metadata "
-                           f"and no fixed input shape)")
-        teacher = Teacher(obj, classes, int(size), "rgb", "uint8", True,
-                          {"name": name, "metadata": md})
-    out = teacher.model.output_shape[-1]
-    if out != len(teacher.classes):
-        raise CmeError(f"teacher {teacher.info.get('name')}: {out} outputs cannot be mapped to "
-                       f"the {emotions.NUM_CLASSES} FER+ classes (its class names: "
-                       f"{', '.join(teacher.classes)}); give a tf-cme teacher or load it with "
-                       f"tf_cme.labelling.load_teacher(path, classes=...)")
-    return teacher
-
-
-def _foreign_preprocess(teacher: Teacher):
-    """uint8 RGB [B,S,S,3] -> the foreign model's input (TF ops)."""
-    import tensorflow as tf
-    from .vision.faces import RGB2GRAY
-    channels = teacher.model.input_shape[-1] or 3
-
-    def fn(x):
-        if teacher.colour == "grey":
-            g = tf.round(tf.reduce_sum(tf.cast(x, tf.float32) * tf.constant(RGB2GRAY), -1,
-                                       keepdims=True))
-            x = tf.repeat(g, channels, axis=-1) if channels != 1 else g
-            if teacher.scaling == "uint8":
-                x = tf.cast(tf.clip_by_value(x, 0, 255), tf.uint8)
-        if teacher.scaling == "uint8":
-            return x
-        x = tf.cast(x, tf.float32)
-        if teacher.scaling == "unit":
-            return x / 255.0
-        if teacher.scaling == "symmetric":
-            return x / 127.5 - 1.0
-        return x
-    return fn
 
 
 # ---------------------------------------------------------------------------- frames
@@ -257,6 +112,40 @@ def _label_shard(teacher: Teacher, path: str, batch_size: int, crop_fraction: fl
     return out, bad
 
 
+def cache_key(teacher_sha256: str, shard_path, teacher: Teacher, crop_fraction: float) -> str:
+    """The sha256 that keys one shard's cached logits: everything that determines them
+    (issue 12.1): the teacher file's checksum, the input shard's checksum, the crop
+    fraction, the teacher's input size, colour, scaling and class map, and
+    :data:`tf_cme.models.teacher.PREPROCESSING_VERSION`. A cache entry under another key
+    is never read (it is recomputed)."""
+    import hashlib
+
+    from .data.records import file_sha256
+    from .models.teacher import PREPROCESSING_VERSION
+    desc = {"teacher_sha256": teacher_sha256, "shard_sha256": file_sha256(shard_path),
+            "crop_fraction": float(crop_fraction), "input_size": int(teacher.input_size),
+            "colour": teacher.colour, "scaling": teacher.scaling, "native": teacher.native,
+            "source_classes": list(teacher.classes), "classes": list(emotions.FERPLUS),
+            "missing_logit": emotions.MISSING_LOGIT,
+            "preprocessing_version": PREPROCESSING_VERSION}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cached(cpath: Path, key: str):
+    """``(logits per clip, undecodable)`` from a cache file written under ``key``, or None
+    (absent, unreadable or written under another key: then it is recomputed)."""
+    if not cpath.exists():
+        return None
+    try:
+        with np.load(cpath) as z:
+            if "cache_key" not in z.files or bytes(z["cache_key"]).decode() != key:
+                return None
+            keys = json.loads(bytes(z["keys"]).decode())
+            return {k: z[f"l{i}"] for i, k in enumerate(keys)}, int(z["undecodable"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                   cache_dir=None, classes=None, input_size=None, colour=None, scaling=None,
                   crop_fraction: float = 1 / 1.6, stats_png=None, overwrite: bool = False,
@@ -272,7 +161,6 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                            colour=colour, scaling=scaling)
     digest = _file_sha256(Path(teacher_path))
     cache = Path(cache_dir) if cache_dir else Path(str(out_dir).rstrip("/") + ".logits-cache")
-    cache = cache / digest[:16]
     cache.mkdir(parents=True, exist_ok=True)
     files, bad_shards = records_lib.shard_files(records_dir, None, manifest,
                                                 skip_corrupt=skip_corrupt)
@@ -287,25 +175,26 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     frames_done = 0
     t0 = time.time()
     computed_frames = 0
+    cached_shards = 0
     bar = progress(total=total, desc="labelling", unit="frame")
     for path in files:
         name = Path(path).name
-        cpath = cache / (name + ".npz")
-        if cpath.exists():
-            with np.load(cpath) as z:
-                keys = json.loads(bytes(z["keys"]).decode())
-                part = {k: z[f"l{i}"] for i, k in enumerate(keys)}
-                bad = int(z["undecodable"])
+        key = cache_key(digest, path, teacher, crop_fraction)
+        cpath = cache / f"{name}.{key[:16]}.npz"
+        part = _read_cached(cpath, key)
+        if part is not None:
+            part, bad = part
             bar.update(sum(len(v) for v in part.values()))
+            cached_shards += 1
         else:
             part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
             computed_frames += sum(len(v) for v in part.values())
             keys = list(part)
-            with atomic_path(cpath) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, keys=np.frombuffer(json.dumps(keys).encode(), np.uint8),
-                             undecodable=np.int64(bad),
-                             **{f"l{i}": part[k] for i, k in enumerate(keys)})
+            with atomic_path(cpath) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.frombuffer(json.dumps(keys).encode(), np.uint8),
+                         cache_key=np.frombuffer(key.encode(), np.uint8),
+                         undecodable=np.int64(bad),
+                         **{f"l{i}": part[k] for i, k in enumerate(keys)})
         logits.update(part)
         undecodable += bad
         frames_done += sum(len(v) for v in part.values())
@@ -325,7 +214,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                "corrupt_shards_skipped": len(bad_shards), "seconds": round(elapsed, 2),
                "frames_per_second": round(computed_frames / elapsed, 1) if elapsed and
                computed_frames else None,
-               "frames_computed": computed_frames, "dominant_counts": counts,
+               "frames_computed": computed_frames, "shards_from_cache": cached_shards,
+               "dominant_counts": counts,
                "output": str(out_dir), "splits": {k: v.get("examples") for k, v in
                                                   new_manifest.get("splits", {}).items()}}
     if stats_png:

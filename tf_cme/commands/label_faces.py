@@ -1,6 +1,8 @@
 """Label the face frames of emovox records with a teacher (protocol §4.4): writes a labelled
 record set with per-frame logits in FER+ order. Resumable: per-shard logits are cached
-(OUT.logits-cache/ by default) and cached shards are skipped on a re-run.
+(OUT.logits-cache/ by default), keyed by everything that determines them (teacher and
+input shard checksums, crop fraction, input size, colour, scaling, class map,
+preprocessing version); a re-run reuses only entries with the same key.
 
 Examples:
   scripts/label_faces.py --records runs/demo/records/emovox --teacher runs/demo/teacher/model.keras \\
@@ -42,7 +44,9 @@ def main() -> int:
     p.add_argument("--crop-fraction", type=float, default=1 / 1.6,
                    help="centre crop of each frame (default 1/1.6: undoes the 1.6x box; use 1 "
                         "for tight face crops)")
-    p.add_argument("--cache", help="logits cache folder (default OUT.logits-cache)")
+    p.add_argument("--cache", help="logits cache folder (default OUT.logits-cache); entries are keyed by the "
+                        "teacher, the input shard and every option above, so a changed one "
+                        "is recomputed")
     p.add_argument("--stats", help="also write the per-frame dominant-emotion histogram "
                                    "(log y-axis, protocol §7.2) to this PNG")
     p.add_argument("--stats-only", metavar="LABELLED",
@@ -68,7 +72,8 @@ def main() -> int:
                       input_size=args.input_size, colour=args.colour, scaling=args.scaling,
                       crop_fraction=args.crop_fraction, stats_png=args.stats,
                       overwrite=args.overwrite, skip_corrupt=args.skip_corrupt)
-    fps = f", {s['frames_per_second']} frames/s" if s["frames_per_second"] else " (all cached)"
+    fps = (f", {s['frames_per_second']} frames/s" if s["frames_per_second"] else
+           f" (all {s['shards_from_cache']} shards from the cache)")
     print(f"labelled {s['frames']} frames of {s['clips']} clips{fps}; undecodable frames "
           f"skipped: {s['undecodable_frames']} -> {args.out}")
     return 0

@@ -17,8 +17,10 @@ batch size is then the global batch size and each pipeline batches
 ``strategy.experimental_distribute_dataset`` shards them correctly whatever the
 number of shards.
 
-What the pipelines do *not* do: grey-to-3-channel, resizing to the teacher's
-input and mean subtraction belong to the teacher model; the spectrogram, its
+What the pipelines do *not* do: grey-to-3-channel, mean subtraction and the
+resampling to the teacher's input (with the FER+ augmentation's affine, which the
+pipeline only draws) belong to the teacher model, so they need neither its mean nor
+its input size; the spectrogram, its
 row normalisation and the evaluation bucket crop belong to the student's front end.
 """
 from __future__ import annotations
@@ -36,24 +38,10 @@ from . import records, schema as schema_lib
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
 
-#: protocol §4.1: the teachers' RGB channel means.
-TEACHER_MEAN = (131.0912, 103.8827, 91.4953)
 #: Default training crop (protocol §3.1): 4.024 s at 16 kHz.
 CROP_SAMPLES = 64384
 #: Shards skipped as corrupt by the last reader built with skip_corrupt=True.
 LAST_SKIPPED_SHARDS: list[str] = []
-
-
-def fill_value_for(mean=TEACHER_MEAN) -> int:
-    """Grey fill for out-of-image pixels of the FER+ affine augmentation.
-
-    The original samples after mean subtraction and fills with 0, i.e. with the
-    model's mean colour. Our images are grey uint8 and the teacher subtracts its
-    RGB mean itself, so the fill is the grey value closest to that mean: the
-    average of its channel means (109 for the VGGFace2 mean). Pass the model's
-    ``cme_metadata["mean"]``.
-    """
-    return int(round(float(np.mean(np.asarray(mean, dtype=np.float64)))))
 
 
 # ------------------------------------------------------------------- shards
@@ -126,14 +114,14 @@ def _seed_pairs(ds, seed):
 
 
 # ----------------------------------------------------------- augmentation
-def ferplus_affine(seed, batch: int, size: int) -> tf.Tensor:
-    """protocol §4.2 augmentation as ``[batch, 8]`` projective transforms in pixel units.
+def ferplus_affine(seed, batch: int) -> tf.Tensor:
+    """protocol §4.2 step 5 augmentation as ``[batch, 2, 3]`` affines ``[L | t]`` on the
+    normalised ``(x, y)`` output -> input sampling coordinates of the teacher's sampler
+    (±1 = centres of the corner pixels; :func:`tf_cme.vision.resample.affine_sample`).
 
-    With probability 0.5 the identity; otherwise A = Z·R·S on normalised
-    output->input sampling coordinates (±1 = centres of the corner pixels):
-    zoom s ~ U(0.96, 1.04), m_x, m_y in {1..9}, t = z(1 - 2m) with z = (s-1)/s,
-    A = s [R S | t]; rotation in {-10, 0, 10} degrees; shear [[1, s1], [s2, 1]],
-    s1, s2 in {-0.1, 0, 0.1}.
+    With probability 0.5 the identity; otherwise A = Z·R·S: zoom s ~ U(0.96, 1.04),
+    m_x, m_y in {1..9}, t = z(1 - 2m) with z = (s-1)/s, A = s [R S | t]; rotation in
+    {-10, 0, 10} degrees; shear [[1, s1], [s2, 1]], s1, s2 in {-0.1, 0, 0.1}. Float32.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
     s = tf.random.stateless_uniform([batch], seeds[0], 0.96, 1.04, dtype=tf.float64)
@@ -154,34 +142,19 @@ def ferplus_affine(seed, batch: int, size: int) -> tf.Tensor:
     eye = tf.eye(2, batch_shape=[batch], dtype=tf.float64)
     lin = tf.where(use[:, None, None], lin, eye)
     trans = tf.where(use[:, None], trans, tf.zeros_like(trans))
-    # normalised u = (p - c)/c  =>  q = L p + c (1 - L 1) + c t   (pixel units)
-    cc = (size - 1) / 2.0
-    offs = cc * (1.0 - tf.reduce_sum(lin, axis=2)) + cc * trans       # [B, 2]
-    zeros = tf.zeros([batch, 2], tf.float64)
-    tr = tf.concat([lin[:, 0, :], offs[:, :1], lin[:, 1, :], offs[:, 1:], zeros], axis=1)
-    return tf.cast(tr, tf.float32)
+    return tf.cast(tf.concat([lin, trans[:, :, None]], axis=2), tf.float32)
 
 
-def warp(images: tf.Tensor, transforms: tf.Tensor, fill_value) -> tf.Tensor:
-    """Bilinear projective warp of uint8 ``[B, H, W, C]``; outside pixels = fill_value."""
-    shape = tf.shape(images)[1:3]
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=transforms, output_shape=shape,
-        fill_value=tf.cast(fill_value, tf.float32), interpolation="BILINEAR",
-        fill_mode="CONSTANT")
-    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
-
-
-def augment_faces(images, seed, fill_value, affine: bool = True):
-    """Flip (p = 0.5) then the FER+ affine augmentation, per image, in-graph."""
+def augment_faces(images, seed, affine: bool = True):
+    """Flip (p = 0.5, exact: a column reversal of the uint8 image) and the FER+ affine
+    draw (:func:`ferplus_affine`, or None with ``affine=False``): ``(images, affines)``.
+    The affine is not applied here: the teacher applies it in its single resampling
+    (protocol §4.2 steps 3-5; :func:`tf_cme.models.teacher.forward`)."""
     b = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
     flip = tf.random.stateless_uniform([b], seeds[0], 0, 1) < 0.5
     images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
-    if affine:
-        size = images.shape[1] or tf.shape(images)[1]
-        images = warp(images, ferplus_affine(seeds[1], b, size), fill_value)
-    return images
+    return images, (ferplus_affine(seeds[1], b) if affine else None)
 
 
 # ------------------------------------------------------------- PNG decoding
@@ -228,23 +201,25 @@ def decode_grey_pngs(pngs, h: int, w: int, canonical: bool = False):
 
 # --------------------------------------------------------------- faces
 def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, repeat=False,
-                  image_size=None, fill_value=None, input_context=None,
-                  skip_corrupt=False, shuffle_buffer=4096):
+                  image_size=None, input_context=None, skip_corrupt=False,
+                  shuffle_buffer=4096):
     """FER+ faces: ``(images uint8 [B, H, W, 1], {"label": int32 [B], "votes": float32 [B, 8]})``.
 
     ``votes`` is the soft label (cleaned emotion votes normalised). Training
     shuffles (seeded), drops the last partial batch and, with ``augment``, flips
-    and applies the protocol §4.2 affine augmentation (``augment="flip"``: the flip only), out-of-image pixels =
-    ``fill_value`` (default :func:`fill_value_for` of the VGGFace2 mean).
-    ``image_size`` resizes (bilinear) when given; the teacher resizes by itself,
-    so leave it None for teacher training.
+    (exactly, at 48x48) and draws the protocol §4.2 affine augmentation, given as
+    ``y["affine"]`` float32 ``[B, 2, 3]`` (``augment="flip"``: the flip only, no
+    ``affine``): the images stay the records' uint8 pixels, and the teacher applies the
+    affine in its single align-corners resampling after its mean subtraction
+    (:func:`tf_cme.models.teacher.forward`), as the original does; out-of-image samples
+    are then the mean colour. ``image_size`` resizes (bilinear, uint8) for other uses;
+    leave it None for the teacher, which resamples by itself.
     """
     sch = schema_lib.FERPLUS_SCHEMA
     ds, m = _records(dir, split, sch.name, shuffle_files=training, seed=seed,
                      input_context=input_context, skip_corrupt=skip_corrupt)
     h, w, _ = m.get("image_size", [schema_lib.FER_SIZE, schema_lib.FER_SIZE, 1])
     canonical = m.get("image_encoding") == "png-canonical"
-    fill = fill_value_for() if fill_value is None else fill_value
     bs = _batch_size(batch_size, input_context)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -260,9 +235,14 @@ def faces_dataset(dir, split, *, batch_size, training, seed=0, augment=True, rep
     ds = ds.batch(bs, drop_remainder=training)
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     if training and augment:
-        ds = _seed_pairs(ds, seed).map(
-            lambda x, sd: (augment_faces(x[0], sd, fill, affine=augment != "flip"), x[1]),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
+        if image_size is not None and augment != "flip":
+            raise CmeError("faces_dataset: image_size and the affine augmentation exclude "
+                           "each other (the teacher applies the affine when it resamples)")
+
+        def aug(x, sd):
+            images, affine = augment_faces(x[0], sd, affine=augment != "flip")
+            return images, (x[1] if affine is None else {**x[1], "affine": affine})
+        ds = _seed_pairs(ds, seed).map(aug, num_parallel_calls=AUTOTUNE, deterministic=True)
     if image_size is not None:
         size = _pair(image_size)
         ds = ds.map(lambda x, y: (tf.cast(tf.clip_by_value(tf.round(

@@ -115,6 +115,20 @@ _TEACHER_STUDENT_STAGES: list[Stage] = [
 ]
 
 
+def stage_key(commands, upstream: str) -> str:
+    """What a stage's ``.complete`` marker is keyed by: its commands, the key of the stage
+    before it (its input; so the keys chain) and the versions of what interprets them
+    (tf-cme's version, the teacher preprocessing version). A marker under another key is
+    stale: the stage runs again from scratch (issue 12.1)."""
+    import hashlib
+
+    from .. import __version__
+    from ..models.teacher import PREPROCESSING_VERSION
+    desc = {"commands": commands, "upstream": upstream, "tf_cme": __version__,
+            "preprocessing_version": PREPROCESSING_VERSION}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
 def _expand(args: tuple[str, ...], out: Path) -> list[str]:
     return [a.replace("{out}", str(out)) for a in args]
 
@@ -145,22 +159,26 @@ def run(out: str | os.PathLike = "runs/demo", only: list[str] | None = None,
             raise CmeError(f"unknown stage {o!r}; stages: {', '.join(names)}")
     invalidated = False
     t_all = time.perf_counter()
+    upstream = ""                # the key of the stage before: its output is this one's input
     for stage in all_stages:
         marker = out / stage.name / MARKER
         commands = [[script, *_expand(tuple(args), out)] for script, *args in stage.commands]
+        key = stage_key(commands, upstream)
+        upstream = key
         selected = not only or stage.name in only
         if not selected:
             if invalidated and marker.exists():
                 marker.unlink()          # its input changed: the next make demo re-runs it
             continue
-        changed = marker.exists() and read_json(marker).get("commands") != commands
+        changed = marker.exists() and read_json(marker).get("key") != key
         if marker.exists() and not force and not invalidated and not changed:
             print(f"[{stage.name}] complete, skipped ({timings.get(stage.name, 0):.0f} s "
                   f"when it ran)", flush=True)
             continue
         if changed and not force and not invalidated:
             print(f"[{stage.name}] its commands differ from the ones that made "
-                  f"{out / stage.name} (another tf-cme version?): running it again", flush=True)
+                  f"{out / stage.name}, or its inputs or the tf-cme version do: running it "
+                  f"again", flush=True)
         print(f"[{stage.name}] {stage.description}", flush=True)
         if (invalidated or force or changed) and (out / stage.name).exists():
             # its inputs changed (or --force): start afresh instead of resuming
@@ -173,7 +191,7 @@ def run(out: str | os.PathLike = "runs/demo", only: list[str] | None = None,
         seconds = time.perf_counter() - t0
         timings[stage.name] = round(seconds, 2)
         write_json(timings_path, timings)
-        write_json(marker, {"seconds": round(seconds, 2), "commands": commands,
+        write_json(marker, {"seconds": round(seconds, 2), "commands": commands, "key": key,
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         print(f"[{stage.name}] done in {seconds:.1f} s", flush=True)
         invalidated = True      # every later stage depends on this one's output

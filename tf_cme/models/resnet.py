@@ -21,9 +21,11 @@ Caffe-style bottlenecks as in the MatConvNet / pytorch-mcn conversions
   ``conv5_3_1x1_up`` (``configureForClassification``'s "2nd and 3rd to last convs").
 
 The model owns its preprocessing (:class:`TeacherPreprocess`, layer ``preprocess``):
-uint8 images ``[B, H, W, C]`` of any size, C = 1 (grey) or 3 (RGB, converted with
-MATLAB's ``rgb2gray`` weights and rounded, protocol §4.4), resized to the input size
-(bilinear, antialiased), replicated to 3 channels, minus the RGB channel means.
+uint8 images ``[B, H, W, C]`` of any size: C = 1 (grey FER+ faces: minus the RGB channel
+means, then the original's single align-corners ``vl_nnbilinearsampler`` interpolation to
+the input size, protocol §4.2-4.3) or 3 (RGB, resized to the input size (bilinear,
+antialiased), converted with MATLAB's ``rgb2gray`` weights and rounded, protocol §4.4,
+replicated to 3 channels, minus the means).
 
 ``width`` multiplies every channel count (tests and the demo run these networks small).
 """
@@ -50,10 +52,15 @@ SE_REDUCTION = 16
 class TeacherPreprocess(layers.Layer):
     """uint8 ``[B, H, W, C]`` (C = 1 or 3, any H, W) -> float32 ``[B, S, S, 3]`` minus mean.
 
-    RGB input: resized first (as ``vl_imreadjpeg`` does), rounded back to 0..255, then
-    ``round(rgb2gray)``; grey input: resized. Both are replicated to 3 channels and the
-    RGB means are subtracted. Resizing is bilinear with antialiasing (an identity when
-    the input already has the model's size).
+    Grey input (the FER+ faces, protocol §4.2-4.3): replicated to 3 channels, minus the RGB
+    means, then ONE ``vl_nnbilinearsampler`` interpolation to ``S x S`` on the align-corners
+    grid (:func:`tf_cme.vision.resample.affine_sample`; out-of-image taps are 0, the mean
+    colour); ``affine`` (``[B, 2, 3]``, the training augmentation of
+    :func:`tf_cme.data.pipelines.ferplus_affine`) changes that grid, in the same
+    interpolation. RGB input (VoxCeleb frames, protocol §4.4): resized to ``S x S`` as
+    ``vl_imreadjpeg`` does (bilinear, antialiased; an identity at ``S x S``, which is what
+    the frame pipelines give), rounded to 0..255, ``round(rgb2gray)``, replicated, minus
+    the means (with ``affine``, then resampled on that grid as grey input is).
     """
 
     def __init__(self, input_size: int = INPUT_SIZE, mean=MEAN_RGB, **kwargs):
@@ -71,28 +78,36 @@ class TeacherPreprocess(layers.Layer):
         down = h is None or w is None or h > s or w > s
         return ops.image.resize(x, (s, s), interpolation="bilinear", antialias=down)
 
-    def _from_rgb(self, x):
+    def _from_rgb(self, x, affine):
         x = self._resize(x[..., :3])
         x = ops.clip(ops.round(x), 0.0, 255.0)
         w = ops.convert_to_tensor(RGB2GRAY, dtype="float32")
-        return ops.round(ops.sum(x * w, axis=-1, keepdims=True))
+        grey = ops.round(ops.sum(x * w, axis=-1, keepdims=True))
+        grey = ops.reshape(grey, (-1, self.input_size, self.input_size, 1))
+        if affine is None:
+            return self._centred(grey)
+        return self._sample(grey, affine)
 
-    def _from_grey(self, x):
-        return self._resize(x[..., :1])
+    def _centred(self, grey):
+        mean = ops.convert_to_tensor(self.mean, dtype="float32")
+        return ops.repeat(grey, 3, axis=-1) - mean
 
-    def call(self, images):
+    def _sample(self, grey, affine):
+        from ..vision.resample import affine_sample
+        return affine_sample(self._centred(grey), self.input_size, affine)
+
+    def call(self, images, affine=None):
         x = ops.cast(images, "float32")
         channels = images.shape[-1]
         if channels == 3:
-            grey = self._from_rgb(x)
+            out = self._from_rgb(x, affine)
         elif channels == 1:
-            grey = self._from_grey(x)
+            out = self._sample(x[..., :1], affine)
         else:   # channel count only known when the graph runs
-            grey = ops.cond(ops.equal(ops.shape(x)[-1], 3),
-                            lambda: self._from_rgb(x), lambda: self._from_grey(x))
-        grey = ops.reshape(grey, (-1, self.input_size, self.input_size, 1))
-        mean = ops.convert_to_tensor(self.mean, dtype="float32")
-        return ops.repeat(grey, 3, axis=-1) - mean
+            out = ops.cond(ops.equal(ops.shape(x)[-1], 3),
+                           lambda: self._from_rgb(x, affine),
+                           lambda: self._sample(x[..., :1], affine))
+        return ops.reshape(out, (-1, self.input_size, self.input_size, 3))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.input_size, self.input_size, 3)

@@ -12,7 +12,9 @@
   loss ``softmaxlog`` (hard labels, resnet50-ferplus) or ``distributions`` (soft vote
   distribution, senet50-ferplus); losses are batch means; BN in training mode.
 - Augmentation (flip + the affine Z·R·S) from the records pipeline
-  (:func:`tf_cme.data.pipelines.faces_dataset`); the model resizes and subtracts its mean.
+  (:func:`tf_cme.data.pipelines.faces_dataset`: the flip, and the affine as ``y["affine"]``);
+  the model subtracts its mean and resamples once, the affine included
+  (:func:`tf_cme.models.teacher.forward`, protocol §4.2).
 - The distribution strategy comes from the environment; TensorBoard (loss, accuracy,
   per-class recall, learning rate, sample images); an atomic epoch checkpoint (weights,
   optimizer state, epoch, best so far) that a re-run resumes from; the best epoch on
@@ -222,6 +224,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
     from ..data import records as records_lib
     from ..data.pipelines import faces_dataset
     from ..models.io import save_model
+    from ..models.teacher import forward as teacher_forward
     from . import optim, strategy as strategy_lib
 
     loss_name = cfg.resolved_loss()
@@ -260,7 +263,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
 
     def step_fn(images, y):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
+            logits = teacher_forward(model, images, y.get("affine"), training=True)
             per_ex = per_example_loss(loss_name, logits, y["label"], y["votes"])
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
         grads = tape.gradient(loss, variables)
