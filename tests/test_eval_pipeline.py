@@ -82,7 +82,9 @@ def experiment(demo_corpus, tmp_path_factory):
         root=str(exp / "src"), dataset="rml-demo", workers=1))
     save_model(build_model("emovoxceleb-student", width=1 / 16), exp / "student" / "model.keras")
     write_json(exp / "student" / "config.json", {"model": "emovoxceleb-student", "width": 1 / 16})
-    write_json(exp / "teacher" / "metrics.json", {"val_accuracy": 0.95, "test_accuracy": 0.93})
+    from tf_cme.metrics import contract
+    contract.write_metrics(exp / "teacher", "teacher", {"val_accuracy": 0.95,
+                                                        "test_accuracy": 0.93})
     write_json(exp / "timings.json", {"corpus": 1.0, "records": 2.0})
     return exp
 

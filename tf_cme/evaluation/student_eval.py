@@ -37,10 +37,10 @@ import numpy as np
 
 from .. import emotions
 from ..data import schema as schema_lib
-from ..metrics import plots
+from ..metrics import contract, plots
 from ..metrics import roc as roc_lib
 from ..metrics.classification import softmax
-from ..utils import CmeError, as_str, progress, write_bytes_atomic, write_json
+from ..utils import CmeError, as_str, progress, write_bytes_atomic
 from .gallery import Gallery
 from .records import iterate_clips, open_records
 from .scoring import StudentScorer, load_student
@@ -210,8 +210,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_scoring": round(seconds_scoring, 2),
     }
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return contract.write_metrics(out, contract.EVAL, metrics)
 
 
 def format_table(metrics: dict) -> str:
