@@ -112,6 +112,12 @@ def make_experiment(root):
         "chance": 1 / 6, "teacher_visual": {"status": "skipped", "reason": "no frames"}})
     write_json(ex / "calibration.json", {"dataset": "rml"})
     write_json(root / "timings.json", {"corpus": 12.5, "student": 100.0})
+    write_json(root / "export" / "tflite" / "tflite.json", {"kind": "student", "files": [
+        {"file": "s-4.024s.tflite", "window_s": 4.024, "quantization": "float32",
+         "bytes": 7_654_321, "max_abs_logit_diff": 3.2e-6, "select_tf_ops": []},
+        {"file": "s-4.024s-dynamic.tflite", "window_s": 4.024, "quantization": "dynamic",
+         "bytes": 2_100_000, "max_abs_logit_diff": 0.0912, "select_tf_ops": []}],
+        "parity_input": "speech-like"})
     return root
 
 
@@ -147,6 +153,8 @@ def test_report_and_summary_from_experiment_folder(tmp_path):
     for rel in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / rel).exists(), rel
     assert "| emotion | train | heard | unheard |" in md
+    assert "| s-4.024s.tflite | 4.024 | float32 | 7.65 | 3.20e-06 | none |" in md
+    assert "| s-4.024s-dynamic.tflite | 4.024 | dynamic | 2.10 | 9.12e-02 | none |" in md
 
     table = report.format_summary_table(summary)
     assert "FER+ val accuracy" in table and "0.910" in table and "0.450 +- 0.070" in table

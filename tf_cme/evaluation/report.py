@@ -36,6 +36,8 @@ from ..data.schema import EMOVOX_SPLITS
 from ..metrics import contract, plots
 
 PARTS = ("teacher", "labels", "student", "eval", "external")
+#: written by ``export_model.py --tflite`` (make demo: EXP/export/tflite/tflite.json)
+TFLITE_SUMMARY = "export/tflite/tflite.json"
 
 
 @dataclasses.dataclass
@@ -70,6 +72,7 @@ def find_parts(paths) -> dict[str, Path | None]:
     """``{part: folder or None}`` plus ``timings`` (a file) from experiment or run folders."""
     parts: dict[str, Path | None] = {p: None for p in PARTS}
     parts["timings"] = None
+    parts["tflite"] = None
     for p in paths:
         p = Path(p)
         if not p.is_dir():
@@ -81,6 +84,8 @@ def find_parts(paths) -> dict[str, Path | None]:
                 parts[s] = parts[s] or p / s
             if (p / "timings.json").exists():
                 parts["timings"] = parts["timings"] or p / "timings.json"
+            if (p / TFLITE_SUMMARY).exists():
+                parts["tflite"] = parts["tflite"] or p / TFLITE_SUMMARY
             continue
         kind = _kind_of(p)
         if kind is None:
@@ -118,6 +123,8 @@ def collect(parts: dict[str, Path | None]) -> dict:
             if f.exists():
                 data[part][name[:-5]] = _read(f)
     data["timings"] = _read(parts["timings"]) if parts.get("timings") else {}
+    tfl = parts.get("tflite")
+    data["tflite"] = _read(tfl) if tfl else None
     t = data.get("teacher", {}).get("metrics", {})
     data["teacher_accuracy"] = {"val": t.get(contract.TEACHER_VAL_ACCURACY),
                                 "test": t.get(contract.TEACHER_TEST_ACCURACY)}
@@ -395,6 +402,22 @@ def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict)
             f = parts["external"] / "figures" / f"{name}.png"
             if f.exists():
                 page.figure(f.read_bytes(), cap, name=f"external-{name}")
+
+    # TFLite
+    page.heading("TFLite student")
+    tfl = data.get("tflite")
+    if not tfl:
+        page.para("No TFLite export (run export_model.py RUN --tflite).")
+    else:
+        page.para("LiteRT (ai-edge-litert, no TensorFlow) against the Keras model on a "
+                  f"speech-like signal ({tfl.get('parity_input', '')}); fixed window, the "
+                  "front end inside the file.")
+        page.table(["file", "window (s)", "quantisation", "size (MB)",
+                    "max |logit - Keras|", "select-TF ops"],
+                   [[f["file"], f"{f.get('window_s', 0):g}", f["quantization"],
+                     f"{f['bytes'] / 1e6:.2f}", f"{f['max_abs_logit_diff']:.2e}",
+                     ", ".join(f.get("select_tf_ops") or []) or "none"]
+                    for f in tfl.get("files", [])])
 
     # gallery
     page.heading("Gallery: what the teacher saw, what the student heard")
