@@ -35,7 +35,9 @@ TFIO = ["tensorflow-io==0.37.1"]
 SERVING = ["tensorflow-serving-api>=2.17,<2.22", "grpcio"]
 BENCH = ["torch==2.13.0"]         # benchmark peers only; never a core dependency
 # jax: the student's front end and network are checked on Keras's JAX backend too
-TEST = ["pytest", "hypothesis", "h5py", "jax[cpu]"] + SERVING
+# LiteRT runs the exported .tflite files without TensorFlow (serving/tflite.py)
+TFLITE = ["ai-edge-litert==2.3.0"]
+TEST = ["pytest", "hypothesis", "h5py", "jax[cpu]"] + SERVING + TFLITE
 
 setup(
     name="tf-cme",
@@ -46,7 +48,8 @@ setup(
     packages=find_packages(include=["tf_cme", "tf_cme.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=CORE,
-    extras_require={"serving": SERVING, "bench": BENCH, "test": TEST, "tfio": TFIO},
+    extras_require={"serving": SERVING, "bench": BENCH, "test": TEST, "tfio": TFIO,
+                    "tflite": TFLITE},
     include_package_data=True,
     license="MIT",
 )

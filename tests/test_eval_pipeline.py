@@ -82,7 +82,9 @@ def experiment(demo_corpus, tmp_path_factory):
         root=str(exp / "src"), dataset="rml-demo", workers=1))
     save_model(build_model("emovoxceleb-student", width=1 / 16), exp / "student" / "model.keras")
     write_json(exp / "student" / "config.json", {"model": "emovoxceleb-student", "width": 1 / 16})
-    write_json(exp / "teacher" / "metrics.json", {"val_accuracy": 0.95, "test_accuracy": 0.93})
+    from tf_cme.metrics import contract
+    contract.write_metrics(exp / "teacher", "teacher", {"val_accuracy": 0.95,
+                                                        "test_accuracy": 0.93})
     write_json(exp / "timings.json", {"corpus": 1.0, "records": 2.0})
     return exp
 
@@ -194,20 +196,42 @@ def test_tensorboard_pr_curves_and_projector(evaluated):
     acc.Reload()
     tags = acc.Tags()["tensors"]
     assert len(tags) == 3 * 8 and "heard/neutral/pr_curves" in tags
-    assert acc.SummaryMetadata("heard/neutral/pr_curves").plugin_data.plugin_name == \
+    # emotions without a positive in a split: a text summary saying so, no empty curve
+    counts = m["teacher_label_counts"]
+    empty = sorted(f"{s}/{e}" for s in counts for e in counts[s] if counts[s][e] == 0)
+    assert empty and sorted(m["pr_curves_without_positives"]) == empty
+    for tag in empty:
+        md = acc.SummaryMetadata(f"{tag}/pr_curves")
+        assert md.plugin_data.plugin_name == "text"
+        msg = tf.make_ndarray(acc.Tensors(f"{tag}/pr_curves")[0].tensor_proto)
+        assert b"no PR curve: no positive among" in msg.item()
+    full = next(f"{s}/{e}" for s in counts for e in counts[s] if counts[s][e] > 0)
+    assert acc.SummaryMetadata(f"{full}/pr_curves").plugin_data.plugin_name == \
         pr_md.PLUGIN_NAME
-    data = tf.make_ndarray(acc.Tensors("heard/neutral/pr_curves")[0].tensor_proto)
+    s0, e0 = full.split("/")
+    data = tf.make_ndarray(acc.Tensors(f"{full}/pr_curves")[0].tensor_proto)
     assert data.shape == (6, 101)
-    # TP + FN = tracks labelled neutral, at every threshold
-    np.testing.assert_allclose(data[0] + data[3], m["teacher_label_counts"]["heard"]["neutral"])
-    text = (tb / "projector_config.pbtxt").read_text()
-    assert 'tensor_path: "student_logits.tsv"' in text
-    assert 'metadata_path: "student_logits_metadata.tsv"' in text
-    vec = (tb / "student_logits.tsv").read_text().strip().split("\n")
-    meta = (tb / "student_logits_metadata.tsv").read_text().strip().split("\n")
-    assert len(vec) == 13 and len(vec[0].split("\t")) == 8
-    assert meta[0] == "key\tsplit\tteacher_label\tstudent_label" and len(meta) == 14
-    assert {row.split("\t")[2] for row in meta[1:]} <= set(emotions.FERPLUS)
+    # TP + FN = tracks labelled with the emotion, at every threshold
+    np.testing.assert_allclose(data[0] + data[3], counts[s0][e0])
+    # projector: the fc7 embedding first, then the logits, labelled by the teacher label
+    from tensorboard.plugins import projector
+    from google.protobuf import text_format
+    cfg = text_format.Parse((tb / "projector_config.pbtxt").read_text(),
+                            projector.ProjectorConfig())
+    assert [e.tensor_name for e in cfg.embeddings] == ["student_fc7", "student_logits"]
+    from tf_cme.models.io import load_model
+    fc7 = load_model(exp / "student" / "model.keras").get_layer("fc7_relu").output.shape[-1]
+    assert list(cfg.embeddings[0].tensor_shape) == [13, fc7]
+    assert list(cfg.embeddings[1].tensor_shape) == [13, 8]
+    vec = (tb / "student_fc7.tsv").read_text().strip().split("\n")
+    assert len(vec) == 13 and len(vec[0].split("\t")) == fc7 != 8
+    pred = np.load(exp / "eval" / "predictions.npz")
+    meta = (tb / "student_fc7_metadata.tsv").read_text().strip().split("\n")
+    assert meta[0] == "teacher_label\tkey\tsplit\tstudent_label" and len(meta) == 14
+    assert [r.split("\t")[0] for r in meta[1:]] == [emotions.FERPLUS[int(t)]
+                                                   for t in pred["teacher_label"]]
+    vec8 = np.loadtxt(tb / "student_logits.tsv", ndmin=2)
+    np.testing.assert_allclose(vec8, pred["student_logits"], rtol=1e-5, atol=1e-5)
 
 
 def test_benchmark_external_and_report(evaluated, repo_root):
@@ -301,3 +325,21 @@ def test_bad_inputs(experiment, tmp_path, repo_root):
     with pytest.raises(CmeError, match="no track could be evaluated.*unlabelled.*smallest "
                                        "bucket"):
         student_eval.evaluate(student, "in-memory", tmp_path / "o", clips=clips)
+
+
+def test_student_scoring_progress_bar_has_a_total(experiment, tmp_path, monkeypatch):
+    """The scoring bar knows how many tracks there are (tqdm then shows an ETA): the
+    labelled manifest's examples, or --limit when smaller."""
+    seen = []
+    real = student_eval.progress
+
+    def spy(iterable=None, **kw):
+        seen.append(kw)
+        return real(iterable, **kw)
+    monkeypatch.setattr(student_eval, "progress", spy)
+    student_eval.evaluate(experiment / "student", experiment / "labels", tmp_path / "a",
+                          student_eval.StudentEvalConfig(gallery_size=1))
+    assert seen[-1]["total"] == 13 and seen[-1]["desc"] == "student logits"
+    student_eval.evaluate(experiment / "student", experiment / "labels", tmp_path / "b",
+                          student_eval.StudentEvalConfig(gallery_size=1, limit=5))
+    assert seen[-1]["total"] == 5

@@ -16,7 +16,7 @@ from PIL import Image
 from tf_cme import emotions
 from tf_cme.data import schema
 from tf_cme.evaluation import report
-from tf_cme.metrics import classification, plots, roc
+from tf_cme.metrics import classification, contract, plots, roc
 from tf_cme.utils import CmeError, write_json
 
 
@@ -78,8 +78,8 @@ def _jpeg():
 def make_experiment(root):
     """A synthetic experiment folder in the layout make demo writes."""
     rng = np.random.default_rng(0)
-    write_json(root / "teacher" / "metrics.json", {"val": {"accuracy": 0.91},
-                                                   "test": {"accuracy": 0.89}})
+    contract.write_metrics(root / "teacher", "teacher", {"val_accuracy": 0.91,
+                                                         "test_accuracy": 0.89})
     write_json(root / "teacher" / "config.json", {"model": "resnet50-ferplus", "width": 0.25})
     write_json(root / "student" / "config.json", {"model": "emovoxceleb-student"})
     ev = root / "eval"
@@ -89,7 +89,7 @@ def make_experiment(root):
         res = roc.per_emotion_roc(labels, rng.dirichlet(np.ones(8), 40), split=split)
         auc[split] = {e: r.to_json() for e, r in res.items()}
         mean[split] = roc.mean_auc(res)
-    write_json(ev / "metrics.json", {"auc": auc, "mean_auc": mean, "ignore": list(
+    contract.write_metrics(ev, "eval", {"auc": auc, "mean_auc": mean, "ignore": list(
         roc.DEFAULT_IGNORE), "tracks": {s: 40 for s in schema.EMOVOX_SPLITS}, "skipped": {}})
     (ev / "figures").mkdir(parents=True)
     plots.plot_bars({"a": 0.5}, ev / "figures" / "roc-grid.png")
@@ -105,13 +105,19 @@ def make_experiment(root):
                         "student_probs": np.full(8, 1 / 8).tolist()})
     write_json(g / "gallery.json", {"classes": list(emotions.FERPLUS), "entries": entries})
     ex = root / "external"
-    write_json(ex / "metrics.json", {
+    contract.write_metrics(ex, "external", {
         "dataset": "rml", "classes": list(emotions.RML), "clips": 60, "folds": 10,
         "accuracy_mean": 0.45, "accuracy_std": 0.07, "random_accuracy_mean": 0.16,
         "random": {"accuracy_mean": 0.16, "accuracy_std": 0.05, "draws": 10},
         "chance": 1 / 6, "teacher_visual": {"status": "skipped", "reason": "no frames"}})
     write_json(ex / "calibration.json", {"dataset": "rml"})
     write_json(root / "timings.json", {"corpus": 12.5, "student": 100.0})
+    write_json(root / "export" / "tflite" / "tflite.json", {"kind": "student", "files": [
+        {"file": "s-4.024s.tflite", "window_s": 4.024, "quantization": "float32",
+         "bytes": 7_654_321, "max_abs_logit_diff": 3.2e-6, "select_tf_ops": []},
+        {"file": "s-4.024s-dynamic.tflite", "window_s": 4.024, "quantization": "dynamic",
+         "bytes": 2_100_000, "max_abs_logit_diff": 0.0912, "select_tf_ops": []}],
+        "parity_input": "speech-like"})
     return root
 
 
@@ -147,6 +153,8 @@ def test_report_and_summary_from_experiment_folder(tmp_path):
     for rel in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / rel).exists(), rel
     assert "| emotion | train | heard | unheard |" in md
+    assert "| s-4.024s.tflite | 4.024 | float32 | 7.65 | 3.20e-06 | none |" in md
+    assert "| s-4.024s-dynamic.tflite | 4.024 | dynamic | 2.10 | 9.12e-02 | none |" in md
 
     table = report.format_summary_table(summary)
     assert "FER+ val accuracy" in table and "0.910" in table and "0.450 +- 0.070" in table
@@ -165,17 +173,53 @@ def test_single_run_folders_and_missing_parts(tmp_path):
         report.write_report([tmp_path / "empty"], tmp_path / "r3")
 
 
-@pytest.mark.parametrize("metrics,val,test", [
-    ({"val_accuracy": 0.9, "test_accuracy": 0.8}, 0.9, 0.8),
-    ({"accuracy": {"val": 0.7, "test": 0.6}}, 0.7, 0.6),
-    ({"evaluation": {"PublicTest": {"accuracy": 88.0}, "PrivateTest": {"accuracy": 87.0}}},
-     0.88, 0.87),
-    ({"loss": 1.0}, None, None),
-])
-def test_teacher_accuracy_lookup(metrics, val, test):
-    for split, want in (("val", val), ("test", test)):
-        got = report._teacher_accuracy(metrics, split)
-        assert got is None if want is None else got == pytest.approx(want)
+def test_report_reads_the_run_folder_contract(tmp_path):
+    """The kind and the teacher's accuracy come from the contract's fields only: a folder
+    without them is an error naming the file, not a guess from its text."""
+    exp = make_experiment(tmp_path / "demo")
+    # a teacher folder written before the contract (alias spellings, no kind) is refused
+    write_json(exp / "teacher" / "metrics.json", {"val": {"accuracy": 0.91}})
+    with pytest.raises(CmeError, match=r"teacher.metrics.json: no 'kind' field"):
+        report.write_report([exp], tmp_path / "r1")
+    with pytest.raises(CmeError, match="no 'kind' field"):
+        report.write_report([exp / "teacher"], tmp_path / "r1b")
+    # the text of config.json no longer makes a folder a teacher
+    (exp / "teacher" / "metrics.json").unlink()
+    with pytest.raises(CmeError, match="no metrics.json"):
+        report.write_report([exp], tmp_path / "r2")
+    with pytest.raises(CmeError, match="nor a run folder"):
+        report.write_report([exp / "teacher"], tmp_path / "r2b")
+    # a folder of the wrong kind in the teacher's place
+    contract.write_metrics(exp / "teacher", "student", {})
+    with pytest.raises(CmeError, match="kind 'student', expected 'teacher'"):
+        report.write_report([exp], tmp_path / "r3")
+    # a trained but not evaluated teacher: accuracy n/a, said so
+    (exp / "teacher" / "metrics.json").unlink()
+    contract.update_metrics(exp / "teacher", "teacher", training={"best_epoch": 1})
+    s = report.write_report([exp], tmp_path / "r4")
+    assert s["teacher"] == {"val_accuracy": None, "test_accuracy": None}
+    assert "no val/test accuracy" in (tmp_path / "r4" / "report.md").read_text()
+    # a required key missing
+    m = json.loads((exp / "external" / "metrics.json").read_text())
+    del m["accuracy_std"]
+    write_json(exp / "external" / "metrics.json", m)
+    with pytest.raises(CmeError, match="kind 'external' without accuracy_std"):
+        report.write_report([exp], tmp_path / "r5")
+
+
+def test_contract_writers_stamp_and_refuse_another_kind(tmp_path):
+    d = contract.update_metrics(tmp_path, "teacher", training={"best_epoch": 2})
+    d = contract.update_metrics(tmp_path, "teacher", val_accuracy=0.5, test_accuracy=0.25)
+    assert d == {"kind": "teacher", "contract": contract.VERSION, "training":
+                 {"best_epoch": 2}, "val_accuracy": 0.5, "test_accuracy": 0.25}
+    assert contract.read_metrics(tmp_path, expect="teacher") == d
+    with pytest.raises(CmeError, match="refusing to write 'eval'"):
+        contract.update_metrics(tmp_path, "eval", auc={}, mean_auc={})
+    with pytest.raises(CmeError, match="unknown run-folder kind 'teach'"):
+        contract.write_metrics(tmp_path, "teach", {})
+    write_json(tmp_path / "metrics.json", {"kind": "teacher", "contract": 99})
+    with pytest.raises(CmeError, match="contract version 99"):
+        contract.read_metrics(tmp_path)
 
 
 def _script(repo_root, name, *args):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import emotions
+from .metrics import contract
 from .utils import atomic_path, progress, write_json
 
 SKIP_UNDECODABLE = "undecodable_frames"
@@ -222,6 +223,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
         teacher_stats(counts, stats_png, title=f"{info.get('name') or 'teacher'}: "
                                                f"{frames_done} frames")
     write_json(Path(out_dir) / "labelling.json", summary)
+    contract.write_metrics(out_dir, contract.LABELS, summary)   # the run-folder contract
     return summary
 
 

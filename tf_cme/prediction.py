@@ -79,9 +79,10 @@ class Predictor:
     """A student or teacher, exported or Keras, as ``batch -> {"logits", "probabilities"}``."""
 
     def __init__(self, fn, kind: str, name: str, source: str, min_samples: int = 0,
-                 input_size: int | None = None):
+                 input_size: int | None = None, fixed_samples: int | None = None):
         self._fn, self.kind, self.name, self.source = fn, kind, name, source
         self.min_samples, self.input_size = min_samples, input_size
+        self.fixed_samples = fixed_samples    # a .tflite student: its one window length
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         logits = np.asarray(self._fn(batch), np.float32)
@@ -98,6 +99,8 @@ class Predictor:
             hint = (" (run `make demo` or scripts/export_model.py, or pass --model)"
                     if str(path) == DEFAULT_MODEL else "")
             raise CmeError(f"{path}: no such model{hint}")
+        if p.suffix == ".tflite":
+            return cls._load_tflite(p, expect)
         if p.is_file():
             from .models import io as model_io
             model = model_io.load_model(p)
@@ -131,6 +134,34 @@ class Predictor:
         return cls(fn, expect, md.get("name", version_dir.parent.name), str(version_dir),
                    int(md.get("min_samples", ex.MIN_SAMPLES)) if expect == "student" else 0,
                    (md.get("model_metadata") or {}).get("input_size"))
+
+
+    @classmethod
+    def _load_tflite(cls, p: Path, expect: str) -> "Predictor":
+        """A .tflite file from export_model.py --tflite, run in LiteRT (batch 1 inside)."""
+        from .serving.tflite import Interpreter
+        it = Interpreter(model_path=str(p))
+        it.allocate_tensors()
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        shape, dtype = tuple(int(v) for v in inp["shape"]), inp["dtype"]
+        kind = ("student" if len(shape) == 2 and dtype == np.float32 else
+                "teacher" if len(shape) == 4 and dtype == np.uint8 else None)
+        if kind is None:
+            raise CmeError(f"{p}: input {shape} {np.dtype(dtype).name} is neither a tf-cme "
+                           f"student (float32 [1, samples]) nor a teacher (uint8 [1, h, w, 3])")
+        if kind != expect:
+            raise CmeError(f"{p}: a {kind} model, but a {expect} is needed here")
+
+        def fn(b):
+            rows = []
+            for x in np.asarray(b, dtype):
+                it.set_tensor(inp["index"], x[None])
+                it.invoke()
+                rows.append(np.array(it.get_tensor(out["index"]))[0])
+            return np.stack(rows)
+        if kind == "student":
+            return cls(fn, kind, p.stem, str(p), shape[1], None, fixed_samples=shape[1])
+        return cls(fn, kind, p.stem, str(p), 0, shape[1])
 
 
 # --------------------------------------------------------------------------- scoring
@@ -172,6 +203,8 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict
     result["peak_dbfs"] = round(level, 2)
     result["rms_dbfs"] = round(float(lvl.rms_dbfs), 2)
     win = max(int(round(cfg.window * SAMPLE_RATE)), predictor.min_samples, 1)
+    if predictor.fixed_samples:                      # a .tflite student: its own window
+        win = predictor.fixed_samples
     hop = max(int(round(cfg.hop * SAMPLE_RATE)), 1)
     if level < cfg.silence_dbfs:
         result.update(status="silent", label=None, probabilities=None,
@@ -182,8 +215,10 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict
     if x.size <= win:
         clip = x
         if clip.size < predictor.min_samples:
+            what = ("TFLite student's fixed window" if predictor.fixed_samples
+                    else "student's minimum")
             messages.append(f"clip of {clip.size / SAMPLE_RATE:.3f} s zero-padded to the "
-                            f"student's minimum {predictor.min_samples / SAMPLE_RATE:.3f} s")
+                            f"{what} {predictor.min_samples / SAMPLE_RATE:.3f} s")
             clip = np.pad(clip, (0, predictor.min_samples - clip.size))
         probs = predictor(clip[None])["probabilities"][0]
         result.update(status="ok", message="; ".join(messages), **_scores(probs))

@@ -11,11 +11,18 @@ See docs/serving.md.
 
   scripts/export_model.py runs/demo/student --out runs/demo/export
   scripts/export_model.py runs/demo/teacher --out runs/demo/export
+  scripts/export_model.py runs/demo/student --tflite --tflite-window 4.024 --tflite-window 2
+
+--tflite writes DIR/tflite/ instead of a SavedModel: float32 and dynamic-range-quantised
+.tflite files (student: front end inside, one fixed window per --tflite-window; teacher: at
+its input size) that LiteRT (pip install 'tf-cme[tflite]') runs without TensorFlow, and
+DIR/tflite/tflite.json with each file's size and its logit difference from the Keras model.
 """
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -39,8 +46,29 @@ def main() -> int:
                    help="where DIR is mounted for the server, for the base_path entries of "
                         "models.config (config serving_base; default /models, as in the "
                         "tensorflow/serving container command of docs/serving.md)")
+    p.add_argument("--tflite", action="store_true",
+                   help="write .tflite files (float32 and dynamic-range-quantised) to "
+                        "DIR/tflite/ instead of a SavedModel")
+    p.add_argument("--tflite-window", metavar="S", type=float, action="append", default=None,
+                   help="student window in seconds for --tflite, repeatable (default 4.024, "
+                        "the training crop; at least 1.015)")
     config.add_config_args(p)
     args = p.parse_args()
+    if args.tflite_window and not args.tflite:
+        p.error("--tflite-window needs --tflite")
+    if args.tflite:
+        from tf_cme.runs import Run
+        from tf_cme.serving import tflite
+        run = Run.open(args.run)
+        out = Path(args.out or run.export) / "tflite"
+        res = tflite.export_tflite(run.require_model(), out,
+                                   windows=args.tflite_window or (tflite.DEFAULT_WINDOW_S,))
+        for f in res["files"]:
+            print(f"wrote {out / f['file']} ({f['bytes'] / 1e6:.2f} MB, {f['quantization']}; "
+                  f"max |logit - Keras| {f['max_abs_logit_diff']:.2e}; select-TF ops: "
+                  f"{', '.join(f['select_tf_ops']) or 'none'})")
+        print(f"wrote {out / 'tflite.json'}")
+        return 0
     cfg = config.resolve_or_exit(export.ExportConfig, args, explicit={
         "calibration": args.calibration, "serving_base": args.serving_base})
     res = export.export_run(args.run, args.out, calibration=cfg.calibration,

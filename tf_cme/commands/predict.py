@@ -36,7 +36,9 @@ def main() -> int:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
     p.add_argument("--model", default=None,
                    help="student: exported SavedModel (a version folder, or a model folder "
-                        "= its newest version), a .keras file or a run folder (default "
+                        "= its newest version), a .keras file, a run folder, or a .tflite file "
+                        "from export_model.py --tflite (its fixed window; needs ai-edge-litert) "
+                        "(default "
                         f"{prediction.DEFAULT_MODEL}, newest version)")
     p.add_argument("--window", type=float, default=None, metavar="SECONDS",
                    help="files longer than this get a timeline of windows this long "

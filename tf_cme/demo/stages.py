@@ -76,7 +76,9 @@ def stages() -> list[Stage]:
              "--out", "{out}/export/predictions.json",
              "{out}/corpus/voxceleb/wav/Synth_Person_001/vid0001/00001.wav",
              "{out}/corpus/videos/talk01.mp4"),
-        ), "SavedModels in TF Serving layout; predict.py on a wav and a video"),
+            ("export_model.py", "{out}/student", "--out", "{out}/export", "--tflite"),
+        ), "SavedModels in TF Serving layout; predict.py on a wav and a video; the .tflite "
+           "student (float32 and dynamic-range quantised)"),
         Stage("report", (
             ("report.py", "{out}", "--out", "{out}/report", "--summary", "{out}/summary.json"),
         ), "Markdown + self-contained HTML report, summary.json"),

@@ -38,7 +38,7 @@ import numpy as np
 from .. import emotions
 from ..utils import CmeError, progress, write_json
 from ..metrics import classification as cls_lib
-from ..metrics import plots
+from ..metrics import contract, plots
 
 
 @dataclasses.dataclass
@@ -385,8 +385,7 @@ def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
         "skipped": skipped, "calibration": "calibration.json",
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return contract.write_metrics(out, contract.EXTERNAL, metrics)
 
 
 def format_summary(metrics: dict) -> str:

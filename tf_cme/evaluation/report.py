@@ -9,9 +9,11 @@ Input: an **experiment folder** laid out as ``make demo`` writes it (ARCHITECTUR
     EXP/external/   benchmark_external.py output (metrics.json, calibration.json, figures/)
     EXP/timings.json  seconds per stage
 
-Any subfolder may be missing (its section says so). Instead of an experiment folder,
-single run folders may be given (``report.py runs/t runs/s runs/eval runs/ext``); each is
-recognised by its contents, and later ones fill parts the earlier ones lacked.
+Any subfolder may be missing (its section says so); a teacher, eval or external folder
+that is there must hold a metrics.json of its kind (the run-folder contract,
+:mod:`tf_cme.metrics.contract`), or the report fails naming it. Instead of an experiment folder, single run folders may be given
+(``report.py runs/t runs/s runs/eval runs/ext``); each is recognised by the ``kind`` its
+metrics.json declares, and later ones fill parts the earlier ones lacked.
 
 The HTML page is self-contained: figures are inlined as base64 PNGs and the gallery's
 audio as base64 WAV data URIs. The Markdown page links the same figures, copied into
@@ -28,14 +30,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import emotions
 from ..utils import CmeError, read_json, write_bytes_atomic, write_json
 from ..data.schema import EMOVOX_SPLITS
-from ..metrics import plots
+from ..metrics import contract, plots
 
 PARTS = ("teacher", "labels", "student", "eval", "external")
+#: written by ``export_model.py --tflite`` (make demo: EXP/export/tflite/tflite.json)
+TFLITE_SUMMARY = "export/tflite/tflite.json"
 
 
 @dataclasses.dataclass
@@ -50,39 +52,27 @@ class ReportConfig:
 # ---------------------------------------------------------------------------------
 
 def _kind_of(path: Path) -> str | None:
-    """Which part a single folder is, from its contents."""
-    m = path / "metrics.json"
-    metrics = _read(m) if m.exists() else {}
-    if (path / "predictions.npz").exists() or ("auc" in metrics and "mean_auc" in metrics):
-        return "eval"
-    if (path / "calibration.json").exists() or "random_accuracy_mean" in metrics:
-        return "external"
-    if (path / "manifest.json").exists():
-        return "labels"
-    md = {}
-    if (path / "model.keras").exists():
-        try:
-            from ..models.io import read_metadata
-            md = read_metadata(path / "model.keras")
-        except Exception:
-            md = {}
-    if md.get("kind") == "teacher" or _teacher_accuracy(metrics, "val") is not None:
-        return "teacher"
-    if md.get("kind") == "student":
-        return "student"
-    cfg = _read(path / "config.json") if (path / "config.json").exists() else {}
-    text = json.dumps(cfg).lower()
-    if "ferplus" in text and "student" not in text:
-        return "teacher"
-    if "student" in text:
-        return "student"
-    return None
+    """Which part a single folder is: the ``kind`` its metrics.json declares (the run-folder
+    contract, :mod:`tf_cme.metrics.contract`); None when it has no metrics.json."""
+    return contract.kind_of(path)
+
+
+# the parts whose figures the report shows: their metrics.json must follow the contract;
+# the labels and student folders are shown by their config/manifest, metrics optional
+FIGURE_PARTS = (contract.TEACHER, contract.EVAL, contract.EXTERNAL)
+
+
+def _part_metrics(folder: Path, part: str) -> dict:
+    if part in FIGURE_PARTS or (folder / contract.FILE).exists():
+        return contract.read_metrics(folder, expect=part)
+    return {}
 
 
 def find_parts(paths) -> dict[str, Path | None]:
     """``{part: folder or None}`` plus ``timings`` (a file) from experiment or run folders."""
     parts: dict[str, Path | None] = {p: None for p in PARTS}
     parts["timings"] = None
+    parts["tflite"] = None
     for p in paths:
         p = Path(p)
         if not p.is_dir():
@@ -90,14 +80,19 @@ def find_parts(paths) -> dict[str, Path | None]:
         subs = [s for s in PARTS if (p / s).is_dir()]
         if subs:
             for s in subs:
+                _part_metrics(p / s, s)          # fails clearly when the contract is absent
                 parts[s] = parts[s] or p / s
             if (p / "timings.json").exists():
                 parts["timings"] = parts["timings"] or p / "timings.json"
+            if (p / TFLITE_SUMMARY).exists():
+                parts["tflite"] = parts["tflite"] or p / TFLITE_SUMMARY
             continue
         kind = _kind_of(p)
         if kind is None:
             raise CmeError(f"{p}: neither an experiment folder (with {', '.join(PARTS)} "
-                           f"subfolders) nor a recognisable run folder")
+                           f"subfolders) nor a run folder (no {contract.FILE} declaring its "
+                           f"kind, tf_cme/metrics/contract.py)")
+        _part_metrics(p, kind)
         parts[kind] = parts[kind] or p
     if not any(parts[s] for s in PARTS):
         raise CmeError("nothing to report: no teacher, student, eval or external folder found")
@@ -115,49 +110,6 @@ def _read(path: Path) -> Any:
 # Numbers
 # ---------------------------------------------------------------------------------
 
-_SPLIT_ALIASES = {"val": ("val", "validation", "public_test", "publictest", "PublicTest"),
-                  "test": ("test", "private_test", "privatetest", "PrivateTest")}
-
-
-def _fraction(v) -> float | None:
-    if isinstance(v, dict):
-        for key in ("accuracy", "acc", "top1"):
-            if key in v:
-                return _fraction(v[key])
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    if not np.isfinite(v):
-        return None
-    return v / 100.0 if 1.0 < v <= 100.0 else v
-
-
-def _teacher_accuracy(metrics: dict, split: str) -> float | None:
-    """The teacher's FER+ accuracy on ``split`` (val / test) from its metrics.json,
-    whatever the nesting (``val_accuracy``, ``{"val": {"accuracy"}}``, ``{"accuracy":
-    {"val"}}``, ``{"evaluation": {...}}``); percentages become fractions."""
-    if not isinstance(metrics, dict):
-        return None
-    for name in _SPLIT_ALIASES[split]:
-        for key in (f"{name}_accuracy", f"{name}_acc", f"accuracy_{name}"):
-            if key in metrics and _fraction(metrics[key]) is not None:
-                return _fraction(metrics[key])
-        if name in metrics and _fraction(metrics[name]) is not None:
-            return _fraction(metrics[name])
-    acc = metrics.get("accuracy")
-    if isinstance(acc, dict):
-        for name in _SPLIT_ALIASES[split]:
-            if name in acc and _fraction(acc[name]) is not None:
-                return _fraction(acc[name])
-    for nest in ("evaluation", "eval", "ferplus", "metrics", "splits"):
-        if isinstance(metrics.get(nest), dict):
-            v = _teacher_accuracy(metrics[nest], split)
-            if v is not None:
-                return v
-    return None
-
-
 def collect(parts: dict[str, Path | None]) -> dict:
     """Everything the report shows, read from the parts' folders."""
     data: dict[str, Any] = {"parts": {k: (str(v) if v else None) for k, v in parts.items()}}
@@ -165,14 +117,17 @@ def collect(parts: dict[str, Path | None]) -> dict:
         folder = parts.get(part)
         if folder is None:
             continue
-        for name in ("config.json", "metrics.json", "manifest.json"):
+        data.setdefault(part, {})["metrics"] = _part_metrics(folder, part)
+        for name in ("config.json", "manifest.json"):
             f = folder / name
             if f.exists():
-                data.setdefault(part, {})[name[:-5]] = _read(f)
+                data[part][name[:-5]] = _read(f)
     data["timings"] = _read(parts["timings"]) if parts.get("timings") else {}
+    tfl = parts.get("tflite")
+    data["tflite"] = _read(tfl) if tfl else None
     t = data.get("teacher", {}).get("metrics", {})
-    data["teacher_accuracy"] = {"val": _teacher_accuracy(t, "val"),
-                                "test": _teacher_accuracy(t, "test")}
+    data["teacher_accuracy"] = {"val": t.get(contract.TEACHER_VAL_ACCURACY),
+                                "test": t.get(contract.TEACHER_TEST_ACCURACY)}
     return data
 
 
@@ -447,6 +402,22 @@ def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict)
             f = parts["external"] / "figures" / f"{name}.png"
             if f.exists():
                 page.figure(f.read_bytes(), cap, name=f"external-{name}")
+
+    # TFLite
+    page.heading("TFLite student")
+    tfl = data.get("tflite")
+    if not tfl:
+        page.para("No TFLite export (run export_model.py RUN --tflite).")
+    else:
+        page.para("LiteRT (ai-edge-litert, no TensorFlow) against the Keras model on a "
+                  f"speech-like signal ({tfl.get('parity_input', '')}); fixed window, the "
+                  "front end inside the file.")
+        page.table(["file", "window (s)", "quantisation", "size (MB)",
+                    "max |logit - Keras|", "select-TF ops"],
+                   [[f["file"], f"{f.get('window_s', 0):g}", f["quantization"],
+                     f"{f['bytes'] / 1e6:.2f}", f"{f['max_abs_logit_diff']:.2e}",
+                     ", ".join(f.get("select_tf_ops") or []) or "none"]
+                    for f in tfl.get("files", [])])
 
     # gallery
     page.heading("Gallery: what the teacher saw, what the student heard")

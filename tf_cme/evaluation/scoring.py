@@ -28,13 +28,16 @@ class StudentScorer:
     ``(id, logits[8])`` in batch order (not input order).
     """
 
-    def __init__(self, model, batch_size: int = 16, max_samples: int | None = MAX_SAMPLES):
+    def __init__(self, model, batch_size: int = 16, max_samples: int | None = MAX_SAMPLES,
+                 embedding: bool = False):
         import tensorflow as tf
         from ..models import student
         self.batch_size = max(1, int(batch_size))
         self.max_samples = int(max_samples) if max_samples else None   # None: whole clips
         self.min_samples = student.MIN_SERVING_SAMPLES
-        self.model = student.serving_student(model)
+        self.model = student.serving_student(model, embedding=embedding)
+        #: with ``embedding=True``: id -> the clip's embedding (fc7), filled as it scores
+        self.embeddings: dict[Any, np.ndarray] = {}
         self._spec, self._body = self._split(self.model)
         if self._spec is not None:
             spec, body = self._spec, self._body
@@ -62,7 +65,8 @@ class StudentScorer:
         try:
             if spec.input is not model.inputs[0] and spec.input is not model.input:
                 return None, None
-            body = keras.Model(spec.output, model.outputs[0])
+            body = keras.Model(spec.output, model.outputs if len(model.outputs) > 1
+                               else model.outputs[0])
         except Exception:                           # pragma: no cover - unusual graphs
             return None, None
         return spec, body
@@ -86,7 +90,8 @@ class StudentScorer:
                 x = self._prepare(wav)
                 if x is None:
                     continue
-                yield cid, np.asarray(self._whole_fn(x[None, :]))[0].astype(np.float32)
+                out = self._whole_fn(x[None, :])
+                yield from self._emit([cid], out)
             return
         pending: dict[int, tuple[list, list]] = {}
         for cid, wav in clips:
@@ -106,7 +111,15 @@ class StudentScorer:
             yield from self._run(ids, specs)
 
     def _run(self, ids, specs):
-        out = np.asarray(self._body_fn(np.concatenate(specs, axis=0))).astype(np.float32)
+        yield from self._emit(ids, self._body_fn(np.concatenate(specs, axis=0)))
+
+    def _emit(self, ids, out):
+        if isinstance(out, (list, tuple)):                 # (logits, embedding)
+            out, emb = out
+            emb = np.asarray(emb, np.float32).reshape(len(ids), -1)    # [B, 1, 1, D] -> [B, D]
+            for i, cid in enumerate(ids):
+                self.embeddings[cid] = emb[i]
+        out = np.asarray(out).astype(np.float32)
         for i, cid in enumerate(ids):
             yield cid, out[i]
 

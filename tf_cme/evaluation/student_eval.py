@@ -21,7 +21,9 @@ Outputs (``OUT/``): ``metrics.json``, ``config.json``, ``predictions.npz`` (keys
 codes, student logits, per-emotion max teacher logits, teacher labels),
 ``figures/roc-<emotion>-<split>.png`` and ``figures/roc-grid.png``,
 ``figures/teacher-labels.png``, ``tensorboard/`` (PR curves per emotion and split, and
-an embedding-projector export of the 8-d student outputs coloured by teacher label),
+an embedding-projector export of the student's fc7 embedding and of its 8 logits, labelled
+and coloured by the teacher label by default; a text summary for each emotion with no
+positive in a split instead of an empty PR curve),
 ``gallery/`` (the clips the teacher is most sure of, for :mod:`tf_cme.evaluation.report`).
 """
 from __future__ import annotations
@@ -37,10 +39,10 @@ import numpy as np
 
 from .. import emotions
 from ..data import schema as schema_lib
-from ..metrics import plots
+from ..metrics import contract, plots
 from ..metrics import roc as roc_lib
 from ..metrics.classification import softmax
-from ..utils import CmeError, as_str, progress, write_bytes_atomic, write_json
+from ..utils import CmeError, as_str, progress, write_bytes_atomic
 from .gallery import Gallery
 from .records import iterate_clips, open_records
 from .scoring import StudentScorer, load_student
@@ -93,7 +95,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scorer = StudentScorer(model, batch_size=cfg.batch_size,
-                           max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)) or None)
+                           max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)) or None,
+                           embedding=True)
     gallery = Gallery(cfg.gallery_size, cfg.gallery_seconds)
     source = clips if clips is not None else iterate_clips(records)
 
@@ -104,7 +107,12 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
         skipped[reason] = skipped.get(reason, 0) + 1
 
     def feed():
-        for i, ex in enumerate(progress(source, desc="student logits", unit="clip")):
+        total = (sum(int(v.get("examples", 0)) for v in manifest.get("splits", {}).values())
+                 if clips is None else (len(clips) if hasattr(clips, "__len__") else None))
+        if cfg.limit:
+            total = min(total, cfg.limit) if total else cfg.limit
+        for i, ex in enumerate(progress(source, total=total or None, desc="student logits",
+                                        unit="clip")):
             if cfg.limit and i >= cfg.limit:
                 break
             key = as_str(ex["key"])
@@ -179,11 +187,13 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
             continue
         for c, emo in enumerate(emotions.FERPLUS):
             curves[f"{split}/{emo}"] = (t_label[sel] == c, probs[sel, c])
-    write_pr_curves(tb, curves, cfg.pr_thresholds)
-    write_projector(tb, s_logits, [[k, SET_TO_SPLIT[int(s)], emotions.FERPLUS[int(t)],
-                                    emotions.FERPLUS[int(np.argmax(p))]]
-                                   for k, s, t, p in zip(keys, sets, t_label, probs)],
-                    header=["key", "split", "teacher_label", "student_label"])
+    no_positives = write_pr_curves(tb, curves, cfg.pr_thresholds)
+    embedding = np.stack([scorer.embeddings[k] for k in keys]).astype(np.float32)
+    write_projector(tb, {"student_fc7": embedding, "student_logits": s_logits},
+                    [[emotions.FERPLUS[int(t)], k, SET_TO_SPLIT[int(s)],
+                      emotions.FERPLUS[int(np.argmax(p))]]
+                     for k, s, t, p in zip(keys, sets, t_label, probs)],
+                    header=["teacher_label", "key", "split", "student_label"])
 
     # predictions and gallery
     buf = io.BytesIO()
@@ -209,9 +219,9 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
         "skipped": skipped,
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_scoring": round(seconds_scoring, 2),
+        "pr_curves_without_positives": no_positives,
     }
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return contract.write_metrics(out, contract.EVAL, metrics)
 
 
 def format_table(metrics: dict) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import emotions
 from ..runs import Run
+from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
 from ..training.teacher import make_predict_fn, predict_split
 from ..utils import CmeError
@@ -55,5 +56,5 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
                        path=run.figures / f"confusion-{split}.png",
                        title=f"FER+ {split}: accuracy {acc:.3f}" if acc is not None
                        else f"FER+ {split}")
-    run.update_metrics(**out)
+    contract.update_metrics(run.path, contract.TEACHER, **out)
     return out

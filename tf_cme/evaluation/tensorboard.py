@@ -27,15 +27,25 @@ def pr_curve_data(labels, probs, num_thresholds: int = 101) -> np.ndarray:
 
 
 def write_pr_curves(logdir: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]],
-                    num_thresholds: int = 101, step: int = 0) -> None:
+                    num_thresholds: int = 101, step: int = 0) -> list[str]:
     """One PR-curve summary per tag (``{tag: (binary labels, probabilities)}``), in the
     TensorBoard pr_curves plugin format (``tf.summary.write`` with the plugin's metadata;
-    the plugin's own ``op``/``raw_data_op`` are TF1 graph ops)."""
+    the plugin's own ``op``/``raw_data_op`` are TF1 graph ops). A tag whose labels have no
+    positive gets a text summary ``<tag>/pr_curves`` saying so instead of an empty plot
+    (its precision is undefined). Returns the tags written as text."""
     import tensorflow as tf
     from tensorboard.plugins.pr_curve import metadata as pr_metadata
     writer = tf.summary.create_file_writer(str(logdir))
+    empty: list[str] = []
     with writer.as_default():
         for tag, (labels, probs) in curves.items():
+            labels = np.asarray(labels, bool)
+            if not labels.any():
+                tf.summary.text(f"{tag}/pr_curves",
+                                f"no PR curve: no positive among {labels.size} tracks "
+                                f"(the teacher never labels this emotion here)", step=step)
+                empty.append(tag)
+                continue
             md = pr_metadata.create_summary_metadata(
                 display_name=tag, description=f"student PR curve: {tag}",
                 num_thresholds=num_thresholds)
@@ -43,25 +53,33 @@ def write_pr_curves(logdir: Path, curves: dict[str, tuple[np.ndarray, np.ndarray
                              step=step, metadata=md.SerializeToString())
     writer.flush()
     writer.close()
+    return empty
 
 
-def write_projector(logdir: Path, vectors: np.ndarray, metadata_rows: list[list[str]],
-                    header: list[str], name: str = "student_logits") -> None:
-    """Embedding-projector export: ``<name>.tsv`` vectors, ``<name>_metadata.tsv`` (with a
-    header row), and ``projector_config.pbtxt`` in ``logdir``."""
+def write_projector(logdir: Path, tensors: dict[str, np.ndarray], metadata_rows: list[list[str]],
+                    header: list[str]) -> None:
+    """Embedding-projector export of one or more tensors over the same rows (``{name:
+    [N, D]}``, the first shown first): ``<name>.tsv`` vectors, ``<name>_metadata.tsv`` (with a
+    header row; the projector labels and colours by its first column by default), and one
+    ``projector_config.pbtxt`` in ``logdir`` listing them all."""
     from tensorboard.plugins import projector
     logdir.mkdir(parents=True, exist_ok=True)
+    config = projector.ProjectorConfig()
+    for name, vectors in tensors.items():
+        _projector_tensor(logdir, config, name, np.asarray(vectors), metadata_rows, header)
+    projector.visualize_embeddings(str(logdir), config)
+
+
+def _projector_tensor(logdir, config, name, vectors, metadata_rows, header):
     vec_text = "\n".join("\t".join(f"{v:.6g}" for v in row) for row in vectors) + "\n"
     write_bytes_atomic(logdir / f"{name}.tsv", vec_text.encode())
     clean = [[str(c).replace("\t", " ").replace("\n", " ") for c in row] for row in metadata_rows]
     md_text = "\n".join("\t".join(r) for r in [header] + clean) + "\n"
     write_bytes_atomic(logdir / f"{name}_metadata.tsv", md_text.encode())
-    config = projector.ProjectorConfig()
     emb = config.embeddings.add()
     emb.tensor_name = name
     emb.tensor_path = f"{name}.tsv"
     emb.metadata_path = f"{name}_metadata.tsv"
     emb.tensor_shape.extend([int(vectors.shape[0]), int(vectors.shape[1])])
-    projector.visualize_embeddings(str(logdir), config)
 
 

@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import emotions
+from ..metrics import contract
 from ..runs import Run
 from ..utils import CmeError, progress, write_json
 
@@ -299,7 +300,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
                                f"({prev[changed[0]]} -> {cur[changed[0]]}); use a new run folder")
         run.save_config(cfg)
         if teacher_info:
-            run.update_metrics(teacher=teacher_info)
+            contract.update_metrics(run.path, contract.STUDENT, teacher=teacher_info)
     if dataset_fn is None:
         if sizes is None:
             sizes = split_sizes(cfg)
@@ -388,7 +389,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         if save_model:
             final = with_frontend(student, synchronized=False)
             save_keras(final, run.model_path)
-        metrics = run.update_metrics(
+        metrics = contract.update_metrics(
+            run.path, contract.STUDENT,
             student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,
                          val_steps=val_steps, replicas=replicas,
                          train_seconds_this_session=round(elapsed, 1)))

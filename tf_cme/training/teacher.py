@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import emotions
+from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
 from ..runs import Run
 from ..utils import CmeError, atomic_path, progress
@@ -355,7 +356,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
                "epochs_done": state["epoch"], "epochs_total": len(schedule),
                "loss": loss_name, "history": state["history"],
                "train_seconds_this_call": round(time.time() - t_start, 1)}
-    run.update_metrics(training=metrics)
+    contract.update_metrics(run.path, contract.TEACHER, training=metrics)
     return metrics
 
 
