@@ -153,3 +153,43 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path):
     for k in ref:
         np.testing.assert_allclose(resumed[k], ref[k], atol=1e-4, rtol=1e-4, err_msg=k)
     assert json.loads((run / "checkpoints" / "state.json").read_text())["mini_epoch"] == 3
+
+
+def test_resume_refuses_changed_options_and_records(script_run, tmp_path):
+    """protocol §6 / issue 12.3: the whole resolved config and the records' manifest are
+    compared on resume; only MAY_CHANGE keys may differ, --allow-changed overrides."""
+    import shutil
+    out, _ = script_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    cfg = json.loads((run / "config.json").read_text())
+    records = Path(cfg["records"])
+    args = ["scripts/train_student.py", "--out", str(run), *TINY]
+    # another batch size: refused, naming the key (today: only 6 keys were compared)
+    p = subprocess.run([PY, *args, "--records", str(records), "--set", "momentum=0.5"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "momentum: 0.9 -> 0.5" in p.stderr, p.stderr[-2000:]
+    # the same options on other records (a changed manifest): refused (today: accepted)
+    other = tmp_path / "records"
+    shutil.copytree(records, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["note"] = "rebuilt"
+    (other / "manifest.json").write_text(json.dumps(m))
+    p = subprocess.run([PY, *args, "--records", str(records)], cwd=ROOT, env=_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]      # same everything: resumes (finished)
+    cfg["records"] = str(other)
+    from tf_cme.training.student import StudentTrainConfig, train
+    from tf_cme.utils import CmeError
+    c = StudentTrainConfig(**cfg)
+    with pytest.raises(CmeError, match=r"sources\.records"):
+        train(c, run)
+    # more mini-epochs may change; with --allow-changed the new records are accepted
+    import dataclasses
+    c2 = dataclasses.replace(StudentTrainConfig(**json.loads((out / "config.json").read_text())))
+    with pytest.raises(CmeError, match=r"momentum"):
+        train(dataclasses.replace(c2, momentum=0.5), run)
+    lines = (run / "resumes.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["resumed"] is True
+    from tf_cme.training.student import MAY_CHANGE
+    assert "mini_epochs" in MAY_CHANGE

@@ -5,7 +5,9 @@ Defaults follow the original schedule: batch 64, 300 mini-epochs of 5 % of the
 training tracks, learning rate log-spaced 1e-4 .. 1e-5, SGD momentum 0.9, weight decay
 5e-4, hot-cross-ent at T = 2, 4.024 s crops; validation on a fixed 20 % of the unheard
 split, for monitoring only; the reported model is the last one (RUN/model.keras).
-Re-running on the same run folder resumes at the mini-epoch after the last checkpoint.
+Re-running on the same run folder resumes at the mini-epoch after the last checkpoint,
+only with the same options and records (allowed to change: mini_epochs, images,
+check_records; anything else needs a new --out or --allow-changed; RUN/resumes.jsonl).
 
 Distribution comes from the environment: several GPUs -> MirroredStrategy; TF_CONFIG
 with several workers -> MultiWorkerMirroredStrategy (run this script on every worker
@@ -53,6 +55,10 @@ def main() -> int:
                    help="online frozen teacher: targets from the teacher run on the face frames "
                         "of each crop of --records (emovox records with frames, labelled or not) "
                         "instead of the records' logits")
+    p.add_argument("--allow-changed", action="store_true",
+                   help="resume a run folder although its resolved config, records (manifest) "
+                        "or teacher file differ from the run's; without it only "
+                        "mini_epochs, images and check_records may change on resume")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "width": args.width,
@@ -65,7 +71,7 @@ def main() -> int:
     cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)
 
     from tf_cme.training.student import train
-    metrics = train(cfg, args.out)
+    metrics = train(cfg, args.out, allow_changed=args.allow_changed)
     st = metrics.get("student", {})
     if st:
         tr, va = st.get("train", {}), st.get("val", {})

@@ -50,6 +50,20 @@ from ..utils import CmeError, progress, write_json
 
 STATE = "state.json"
 
+# Keys that may differ when a run resumes: more (or fewer) mini-epochs continue the same
+# schedule's draws; how many images are logged and whether the records are re-scanned
+# change no number the run computes.
+MAY_CHANGE = frozenset({"mini_epochs", "images", "check_records"})
+
+
+def records_digest(records) -> str:
+    """sha256 of the record set's ``manifest.json`` (its checksums name every shard)."""
+    import hashlib
+    path = Path(records) / "manifest.json"
+    if not path.exists():
+        raise CmeError(f"{records}: no manifest.json (not a tf-cme record set?)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
 
 @dataclasses.dataclass
 class StudentTrainConfig:
@@ -257,9 +271,13 @@ def split_sizes(cfg: StudentTrainConfig) -> dict:
 
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
-          return_student: bool = False):
+          return_student: bool = False, allow_changed: bool = False):
     """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
 
+    A run folder that holds a checkpoint resumes only with the same resolved config and the
+    same input records (manifest digest) and teacher file (sha256), except the keys in
+    :data:`MAY_CHANGE`; ``allow_changed`` (``--allow-changed``) continues anyway (protocol
+    §6; every start and resume is recorded in ``RUN/resumes.jsonl``).
     ``dataset_fn(split, seed, training)`` and ``sizes`` ({split: examples}) replace the
     record pipeline (tests). Returns the final metrics (also in ``metrics.json``).
     """
@@ -284,20 +302,13 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         from ..models.importers import sha256
         teacher_info = {"path": str(cfg.teacher), "sha256": sha256(Path(cfg.teacher))}
     if chief:
-        old = run.path / "config.json"
-        if old.exists():
-            prev = json.loads(old.read_text())
-            cur = config_lib.to_dict(cfg)
-            changed = [k for k in ("width", "loss", "crop_samples", "batch_size", "seed",
-                                   "teacher") if k in prev and prev[k] != cur[k]]
-            prev_sha = (run.metrics().get("teacher") or {}).get("sha256")
-            if not changed and teacher_info and prev_sha and prev_sha != teacher_info["sha256"]:
-                changed = ["teacher"]
-                prev, cur = {"teacher": f"sha256 {prev_sha[:12]}"}, {
-                    "teacher": f"sha256 {teacher_info['sha256'][:12]}"}
-            if changed and _read_state(run.checkpoints)["mini_epoch"] > 0:
-                raise CmeError(f"{run.path}: resuming with a different {changed[0]} "
-                               f"({prev[changed[0]]} -> {cur[changed[0]]}); use a new run folder")
+        cur = config_lib.to_dict(cfg)
+        sources = {"records": records_digest(cfg.records) if dataset_fn is None else None}
+        if teacher_info:
+            sources["teacher"] = teacher_info["sha256"]
+        run.start_or_resume(cur, sources=sources, may_change=MAY_CHANGE,
+                            started=_read_state(run.checkpoints)["mini_epoch"] > 0,
+                            override=allow_changed)
         run.save_config(cfg)
         if teacher_info:
             contract.update_metrics(run.path, contract.STUDENT, teacher=teacher_info)
