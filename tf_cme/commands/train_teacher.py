@@ -44,6 +44,9 @@ def main() -> int:
                    help="shortcut: this many epochs at the first learning rate only")
     p.add_argument("--max-epochs", type=int,
                    help="stop after this many epochs in this call (resume later)")
+    p.add_argument("--allow-changed", action="store_true",
+                   help="resume even though options other than epochs_per_rate, "
+                        "sample_images, records/init paths differ from the run's")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "arch": args.arch, "width": args.width,
@@ -55,7 +58,8 @@ def main() -> int:
                                   epochs_per_rate=[args.epochs])
 
     from tf_cme.training.teacher import train
-    m = train(cfg, args.out, max_epochs=args.max_epochs)
+    m = train(cfg, args.out, max_epochs=args.max_epochs,
+              allow_changed=args.allow_changed)
     print(f"best epoch {m['best_epoch']}: val accuracy {m['best_val_accuracy']:.4f} "
           f"-> {Path(args.out) / 'model.keras'}")
     return 0

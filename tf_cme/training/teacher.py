@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("softmaxlog", "distributions")
 CHECKPOINT = "last.npz"
+# config keys that may differ on resume: the schedule's length, what is logged, and paths
+# whose contents are compared through their digests (records, init)
+MAY_CHANGE = frozenset({"epochs_per_rate", "sample_images", "records", "init"})
 
 
 @dataclasses.dataclass
@@ -217,10 +220,27 @@ def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
     return imgs
 
 
-def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) -> dict:
+def records_digest(manifest: dict) -> str:
+    """sha256 of what a FER+ record set holds (its manifest without timing fields)."""
+    import hashlib
+    keep = {k: manifest.get(k) for k in ("schema", "schema_version", "splits", "skipped",
+                                         "sources", "config", "shards")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
+          allow_changed: bool = False) -> dict:
     """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
-    epochs in this call (tests use it to simulate an interruption). Returns metrics."""
+    epochs in this call (tests use it to simulate an interruption). Returns metrics.
+
+    Initial weights and dropout are seeded from ``cfg.seed``. A resume compares the whole
+    config and the record set's (and ``init``'s) digest with the run's
+    (:meth:`tf_cme.runs.Run.start_or_resume`); only :data:`MAY_CHANGE` may differ unless
+    ``allow_changed``."""
+    import keras
     import tensorflow as tf
+
+    from .. import config as config_lib
 
     from ..data import records as records_lib
     from ..data.pipelines import faces_dataset
@@ -235,11 +255,18 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None) ->
         if split not in manifest["splits"]:
             raise CmeError(f"{cfg.records}: no {split!r} split")
     run = Run.create(run_dir)
-    run.save_config(cfg)
     ckpt_path = run.checkpoints / CHECKPOINT
+    sources = {"records": records_digest(manifest)}
+    if cfg.init:
+        from ..models.importers import sha256
+        sources["init"] = sha256(cfg.init) if Path(cfg.init).is_file() else None
+    run.start_or_resume(config_lib.to_dict(cfg), sources=sources, may_change=MAY_CHANGE,
+                        started=ckpt_path.exists(), override=allow_changed)
+    run.save_config(cfg)
 
     strategy = strategy_lib.from_environment()
     with strategy.scope():
+        keras.utils.set_random_seed(cfg.seed)   # initial weights and dropout (protocol §4.2)
         model = build_teacher(cfg)
         opt = optim.sgd(schedule[0], momentum=cfg.momentum)
         opt.build(model.trainable_variables)
