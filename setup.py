@@ -52,4 +52,6 @@ setup(
                     "tflite": TFLITE},
     include_package_data=True,
     license="MIT",
+    # one command, a subcommand per stage (tf_cme/cli.py): `tf-cme --help` lists them
+    entry_points={"console_scripts": ["tf-cme = tf_cme.cli:main"]},
 )
