@@ -40,8 +40,8 @@ from .models.teacher import COLOURS, SCALINGS, Teacher, as_teacher, load_teacher
 
 
 def _file_sha256(path: Path) -> str:
-    from .models.importers import sha256
-    return sha256(path)
+    from .utils import file_sha256
+    return file_sha256(path)
 
 
 # ---------------------------------------------------------------------------- frames

@@ -38,17 +38,17 @@ from typing import Any, Literal
 import numpy as np
 
 from . import emotions
+from .audio.constants import SAMPLE_RATE, TRAIN_CROP_SECONDS
 from .utils import CmeError
 
 DEFAULT_MODEL = "runs/demo/export/emovoxceleb-student"
-SAMPLE_RATE = 16000
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 
 
 @dataclasses.dataclass
 class PredictConfig:
     model: str = DEFAULT_MODEL        # SavedModel (version or model folder), .keras, run folder
-    window: float = 4.024             # seconds (400 spectrogram frames, the training crop)
+    window: float = TRAIN_CROP_SECONDS  # 4.024 seconds (400 spectrogram frames, the training crop)
     hop: float = 2.0                  # seconds between window starts
     silence_dbfs: float = -60.0       # under this level: status "silent"
     batch_size: int = 16              # windows / face frames per model call
@@ -63,9 +63,8 @@ class PredictConfig:
 # --------------------------------------------------------------------------- predictors
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    from .metrics.classification import softmax
+    return softmax(z).astype(np.float32)
 
 
 def _resolve_model_path(path: str | os.PathLike) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -100,3 +101,12 @@ def run_main(main) -> None:
         print("interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         raise SystemExit(130)
     raise SystemExit(code or 0)
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """sha256 of a file's contents (hex), read in blocks: the one file checksum of tf-cme."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -47,7 +47,7 @@ import numpy as np
 import keras
 from keras import ops
 
-SAMPLE_RATE = 16000
+from .constants import SAMPLE_RATE, TRAIN_CROP_SAMPLES  # noqa: E402,F401  (defined once there)
 FRAME = 400               # round(0.025 * 16000)
 HOP = 160                 # 0.010 * 16000
 NFFT = 512                # 2 ** nextpow2(400)
@@ -58,7 +58,6 @@ DITHER_SCALE = 1e-6
 BUCKET_STEP = 100
 MAX_BUCKET = 1000
 MIN_BUCKET_FRAMES = 100
-TRAIN_CROP_SAMPLES = 64384   # 4.024 s -> 400 frames
 BLOCK = 64
 _HI_BITS = 9              # bits of the high parts in _split_dot (see there)
 _STATE_DOUBLINGS = 6      # block-end states summed over 2**6 blocks: (0.99**64)**64 ~ 1e-18

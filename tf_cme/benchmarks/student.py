@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..audio.constants import TRAIN_CROP_SAMPLES
 from .harness import Pair, cpu_count, stage
 
 
@@ -49,7 +50,7 @@ def frontend_stage(ctx) -> Pair:
     import tensorflow as tf
     from ..audio.frontend import Spectrogram
     n = 8 if ctx.quick else 32
-    x = _clips(n, 64384)
+    x = _clips(n, TRAIN_CROP_SAMPLES)
     layer = Spectrogram(dither=False)
     fn = tf.function(lambda w: layer(w), input_signature=[tf.TensorSpec([None, None])])
     xt = tf.constant(x)
@@ -153,7 +154,7 @@ def train_step_stage(ctx) -> Pair:
     from ..models import build_model
     from ..training.distiller import Distiller
     from ..training.optim import sgd
-    width, batch, length = (0.125, 8, 24160) if ctx.quick else (0.25, 16, 64384)
+    width, batch, length = (0.125, 8, 24160) if ctx.quick else (0.25, 16, TRAIN_CROP_SAMPLES)
     steps = 2
     x = _clips(batch, length, seed=1)
     z = np.random.default_rng(2).standard_normal((batch, 8)).astype(np.float32)

@@ -38,8 +38,8 @@ from . import records, schema as schema_lib
 AUTOTUNE = tf.data.AUTOTUNE
 log = logging.getLogger(__name__)
 
-#: Default training crop (protocol §3.1): 4.024 s at 16 kHz.
-CROP_SAMPLES = 64384
+#: Default training crop (protocol §3.1): 4.024 s at 16 kHz (tf_cme/audio/constants.py).
+from ..audio.constants import TRAIN_CROP_SAMPLES as CROP_SAMPLES  # noqa: E402
 #: Shards skipped as corrupt by the last reader built with skip_corrupt=True.
 LAST_SKIPPED_SHARDS: list[str] = []
 

@@ -138,15 +138,7 @@ def _pool(workers: int, encode_fn: Callable):
 
 
 # --------------------------------------------------------------------- build
-def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(block)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+from ..utils import file_sha256  # noqa: E402,F401  (re-exported: records.file_sha256)
 
 
 def listing_sha256(root: str | os.PathLike, paths: Iterable[str]) -> str:

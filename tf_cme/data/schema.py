@@ -21,14 +21,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-#: Audio in every record set: 16 kHz mono int16 PCM (little endian).
-SAMPLE_RATE = 16000
+#: Audio in every record set: 16 kHz mono int16 PCM (little endian); SAMPLE_RATE and the
+#: 19.9 s training window are defined in tf_cme/audio/constants.py.
+from ..audio.constants import MAX_TRAIN_SAMPLES as MAX_SAMPLES  # noqa: E402,F401
+from ..audio.constants import MAX_TRAIN_SECONDS as MAX_SECONDS  # noqa: E402,F401
+from ..audio.constants import SAMPLE_RATE  # noqa: E402,F401
 #: Video timing of VoxCeleb face frames (protocol §2.2): 25 fps, every 6th frame kept.
 FPS = 25
 FRAME_STRIDE = 6
-#: Training crops are drawn from the first 19.9 s (protocol §3.1): 318,400 samples at 16 kHz.
-MAX_SECONDS = 19.9
-MAX_SAMPLES = 318400
 #: FER2013 faces are 48x48 grey.
 FER_SIZE = 48
 

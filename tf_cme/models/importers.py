@@ -20,13 +20,12 @@ mismatching parameter and nothing is written.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import CmeError
+from ..utils import CmeError, file_sha256
 from .matconvnet import fit_shape, read_dagnn
 
 ARCHS = ("resnet50-ferplus", "senet50-ferplus")
@@ -193,11 +192,8 @@ def _check_classifier(src: _Source, layer, k_shape, fmt):
 
 
 def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a weights file (tf_cme.utils.file_sha256)."""
+    return file_sha256(path)
 
 
 def import_weights(src: str | os.PathLike, out: str | os.PathLike, *, arch: str | None = None,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +46,8 @@ from .. import emotions
 from ..metrics import contract
 from ..runs import Run
 from ..utils import CmeError, progress, write_json
+
+from ..audio.constants import TRAIN_CROP_SAMPLES  # noqa: E402
 
 STATE = "state.json"
 
@@ -72,7 +73,7 @@ class StudentTrainConfig:
     val_split: str = "unheard"
     val_fraction: float = 0.2           # fixed share of val_split evaluated each mini-epoch; 0: none
     width: float = 1.0                  # channel multiplier of the student
-    crop_samples: int = 64384           # 4.024 s -> 400 frames
+    crop_samples: int = TRAIN_CROP_SAMPLES   # 4.024 s -> 400 frames
     batch_size: int = 64                # the global batch
     mini_epochs: int = 300
     epoch_fraction: float = 0.05        # share of the training tracks per mini-epoch
