@@ -8,7 +8,7 @@ default), computed offline when the records were labelled. With an online frozen
 "frame_mask": bool [B, K]})`` from :func:`tf_cme.data.pipelines.distill_frames_dataset`:
 the teacher (``trainable=False``, called with ``training=False``, never in the
 optimizer) runs on the B*K frames, its logits are mapped into FER+ order
-(:meth:`tf_cme.labelling.Teacher.ferplus_logits`), cast to float32 and aggregated over
+(:meth:`tf_cme.models.teacher.Teacher.ferplus_logits`), cast to float32 and aggregated over
 the valid frames with the same per-emotion max (``agg="max"``) or mean as the offline
 labels. Per step:
 
@@ -94,8 +94,8 @@ class Distiller(keras.Model):
       temperature: T of ``hot-cross-ent`` (both sides; 2 as the original).
       weight_decay: MatConvNet L2 weight decay (5e-4).
       teacher: an online frozen teacher (a Keras face model, a
-        :class:`tf_cme.labelling.Teacher` or a ``.keras`` path; see
-        :func:`tf_cme.labelling.as_teacher`), or None to distil from the records' logits.
+        :class:`tf_cme.models.teacher.Teacher` or a ``.keras`` path; see
+        :func:`tf_cme.models.teacher.as_teacher`), or None to distil from the records' logits.
       agg: ``"max"`` or ``"mean"``: how the online teacher's logits are aggregated
         over the crop's frames (the offline targets are aggregated by the pipeline).
     """
@@ -109,7 +109,7 @@ class Distiller(keras.Model):
         self.agg = agg
         self.online = None
         if teacher is not None:
-            from ..labelling import as_teacher
+            from ..models.teacher import as_teacher
             online = as_teacher(teacher)
             online.model.trainable = False
             self.online = online

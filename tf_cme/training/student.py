@@ -337,7 +337,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         losses_lib.configure_student_for_loss(student, cfg.loss)
         teacher = None
         if cfg.teacher:   # after the student, so that its initial weights do not change
-            from ..labelling import load_teacher
+            from ..models.teacher import load_teacher
             teacher = load_teacher(cfg.teacher)
         distiller = Distiller(student, loss=cfg.loss, temperature=cfg.temperature,
                               weight_decay=cfg.weight_decay, teacher=teacher, agg=cfg.agg)
