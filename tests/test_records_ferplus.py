@@ -97,7 +97,7 @@ def _rows(n, rng):
     for i in range(n):
         usage = ["Training", "PublicTest", "PrivateTest"][i % 3]
         fer.append([i % 7, " ".join(map(str, rng.integers(0, 256, 2304))), usage])
-        new.append([usage, f"f{i}.png"] + [0] * 10)
+        new.append([usage, f"fer{i:07d}.png"] + [0] * 10)
     return fer, new
 
 
@@ -111,19 +111,18 @@ def test_build_counts_skips_and_round_trip(tmp_path):
              [4, 2, 2, 2, 0, 0, 0, 0, 0, 0],     # val dropped (iii)
              [0, 0, 0, 5, 0, 0, 5, 0, 0, 0],     # test kept sadness (tie -> first)
              [0, 0, 0, 0, 9, 1, 0, 0, 0, 0],     # train: 2,303 pixels -> bad_pixels
-             [0, 0, 0, 0, 0, 7, 3, 0, 0, 0],     # val: Usage mismatch
+             [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],     # val: all-zero votes
              [0, 0, 0, 0, 0, 0, 0, 10, 0, 0]]    # test kept contempt
     for r, v in zip(new, votes):
         r[2:] = v
     fer[6][1] = " ".join(fer[6][1].split()[:-1])
-    new[7][0] = "Training"
     a, b = write_fer_csvs(tmp_path / "csv", fer, new)
     m = ferplus.build(tmp_path / "rec", ferplus.FerplusBuildConfig(
         fer_csv=str(a), ferplus_csv=str(b), shard_size=2, workers=1))
     assert m["schema"] == "ferplus" and m["schema_version"] == 1
     assert {s: v["examples"] for s, v in m["splits"].items()} == {"train": 1, "val": 1, "test": 2}
     assert m["skipped"] == {ferplus.DROP_UNKNOWN: 1, ferplus.DROP_TIES: 1, ferplus.DROP_WEAK: 1,
-                            ferplus.BAD_PIXELS: 1, ferplus.USAGE_MISMATCH: 1}
+                            ferplus.BAD_PIXELS: 1, ferplus.ZERO_VOTES: 1}
     assert m["splits"]["test"]["class_counts"]["sadness"] == 1
     assert m["splits"]["test"]["class_counts"]["contempt"] == 1
     assert sum(m["splits"]["val"]["class_counts"].values()) == 1
@@ -214,8 +213,7 @@ def test_corrupt_and_truncated_shards(tmp_path):
     ds = pipelines.faces_dataset(d, "train", batch_size=4, training=False, skip_corrupt=True)
     assert pipelines.LAST_SKIPPED_SHARDS == [str(shard)]
     assert sum(int(x.shape[0]) for x, _ in ds) == 10
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import build_records
+    from tf_cme.commands import build_records    # scripts/build_records.py is a shim now
     with pytest.raises(CmeError, match="train-00000.tfrecord"):
         build_records.main(["verify", str(d)])
     assert build_records.main(["verify", str(d), "--skip-corrupt"]) == 0
@@ -309,3 +307,47 @@ def test_canonical_png_batch_decode_matches_a_png_decoder():
     flip[60] ^= 0xFF
     with pytest.raises(tf.errors.OpError):
         fast(tf.constant([bytes(flip)])).numpy()
+
+
+# ------------------------------------------------------------- join checks (issue 12.5)
+def test_join_checks_image_name_and_usage(tmp_path):
+    rng = np.random.default_rng(7)
+    fer, new = _rows(6, rng)
+    for r in new:
+        r[2:] = [8, 2, 0, 0, 0, 0, 0, 0, 0, 0]
+    new[4][1] = ""                                   # an NF row's empty name is fine
+    a, b = write_fer_csvs(tmp_path / "ok", fer, new)
+    ferplus.plan(a, b)
+    # one votes row deleted, another appended: same count, shifted names
+    shifted = new[:2] + new[3:] + [["PrivateTest", "fer0000006.png"] + new[0][2:]]
+    shifted = [[f[2]] + list(r[1:]) for f, r in zip(fer, shifted)]   # Usage still agrees
+    a, b = write_fer_csvs(tmp_path / "shift", fer, shifted)
+    with pytest.raises(CmeError, match=r"fer2013new.csv: data row 3 has Image name "
+                                       r"'fer0000003.png', expected 'fer0000002.png'"):
+        ferplus.plan(a, b)
+    bad = [list(r) for r in new]
+    bad[1][0] = "Training"                           # fer2013.csv row 2 is PublicTest
+    a, b = write_fer_csvs(tmp_path / "usage", fer, bad)
+    with pytest.raises(CmeError, match=r"data row 2 has Usage 'Training'.*'PublicTest'"):
+        ferplus.plan(a, b)
+
+
+@pytest.mark.parametrize("variant", ferplus.VARIANTS)
+def test_zero_votes_bad_pixels_bad_emotion_are_counted_skips(tmp_path, variant):
+    rng = np.random.default_rng(8)
+    fer, new = _rows(7, rng)
+    for r in new:
+        r[2:] = [8, 2, 0, 0, 0, 0, 0, 0, 0, 0]
+    new[0][2:] = [0] * 10                            # all-zero votes
+    fer[1][1] += " 7"                                # junk after the 2,304th value
+    p = fer[2][1].split()
+    p[5] = "12abc"
+    fer[2][1] = " ".join(p)
+    fer[3][0] = 7                                    # FER2013 code outside 0..6
+    fer[4][0] = -1
+    a, b = write_fer_csvs(tmp_path / "csv", fer, new)
+    m = ferplus.build(tmp_path / "rec", ferplus.FerplusBuildConfig(
+        fer_csv=str(a), ferplus_csv=str(b), variant=variant, workers=1))
+    assert m["skipped"] == {ferplus.ZERO_VOTES: 1, ferplus.BAD_PIXELS: 2, ferplus.BAD_EMOTION: 2}
+    assert sum(v["examples"] for v in m["splits"].values()) == 2
+    assert ferplus.parse_pixels(fer[1][1]) is None and ferplus.parse_pixels(fer[2][1]) is None

@@ -74,6 +74,9 @@ def _media(folder: Path) -> list[Path]:
     return sorted(by_stem.values())
 
 
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 def _rows_manifest(root: Path, cfg) -> tuple[list[dict], Path]:
     mpath = Path(cfg.manifest) if cfg.manifest else root / "manifest.csv"
     if not mpath.exists():
@@ -94,8 +97,12 @@ def _rows_manifest(root: Path, cfg) -> tuple[list[dict], Path]:
                 name = emotions.canonical(r["label"])
             except ValueError as e:
                 raise CmeError(f"{mpath}:{n}: {e}") from None
+            split = r.get("split") or "all"
+            if not _SPLIT_RE.match(split) or ".." in split:
+                raise CmeError(f"{mpath}:{n}: bad split name {split!r} (it names a folder "
+                               f"under --out: letters, digits, '_', '.', '-', no '..')")
             rows.append({"path": r["path"], "label_name": name, "speaker": r.get("speaker", ""),
-                         "split": r.get("split") or "all", "raw_label": r["label"]})
+                         "split": split, "raw_label": r["label"]})
     return rows, mpath.parent
 
 

@@ -18,9 +18,15 @@ the FER+ votes are cleaned with one of three variants:
     unknown, 9 = NF).
 
 Bad input: mismatched row counts between the two files is an error naming both
-files; a row whose pixels are not 2,304 integers in 0..255 is skipped
-(``bad_pixels``); a row whose two Usage values disagree is skipped
-(``usage_mismatch``); an unknown Usage is skipped (``bad_usage``).
+files; so is a ``fer2013new.csv`` row whose ``Image name`` is not ``fer%07d.png`` of
+its 0-based row index (an empty name is an NF row and is allowed) or whose Usage
+differs from the ``fer2013.csv`` row's (the error names the first bad row: the
+join is by row order, so a deleted and an appended row would otherwise silently
+hand faces their neighbours' votes). A row whose pixels are not exactly 2,304
+integers in 0..255 is skipped (``bad_pixels``); an unknown Usage is skipped
+(``bad_usage``); a FER2013 emotion code outside 0..6 is skipped
+(``bad_fer2013_emotion``); an all-zero vote row is skipped (``zero_votes``) in
+every variant.
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ BAD_PIXELS = "bad_pixels"
 BAD_USAGE = "bad_usage"
 USAGE_MISMATCH = "usage_mismatch"
 BAD_VOTES = "bad_votes"
+ZERO_VOTES = "zero_votes"
+BAD_EMOTION = "bad_fer2013_emotion"
 
 
 @dataclasses.dataclass
@@ -91,6 +99,7 @@ def clean_votes(votes, variant: str = "cntk"):
         reason[label >= 8] = DROP_UNKNOWN
     else:  # full
         label = np.argmax(v, axis=1)
+    reason[np.asarray(votes, dtype=np.float64).sum(axis=1) == 0] = ZERO_VOTES
     keep = reason == ""
     return keep, label.astype(np.int64), v.astype(np.float32), reason
 
@@ -142,13 +151,25 @@ def plan(fer_csv, ferplus_csv, variant: str = "cntk", shard_size: int = 4096):
         except (ValueError, IndexError) as e:
             ok[i] = False
             pre.append(records.Skip(BAD_VOTES, f"{ferplus_csv.name} row {i + 1}", str(e)))
+    i_name = h2.index("Image name") if "Image name" in h2 else None
+    for i in range(n):
+        u1 = r1[i][i_use].strip() if len(r1[i]) > i_use else ""
+        u2 = r2[i][i_use2].strip() if len(r2[i]) > i_use2 else ""
+        if u2 and u2 != u1:
+            raise CmeError(f"{ferplus_csv}: data row {i + 1} has Usage {u2!r} but {fer_csv} row "
+                           f"{i + 1} has {u1!r}; the two files must be aligned row by row")
+        name = r2[i][i_name].strip() if i_name is not None and len(r2[i]) > i_name else ""
+        if name and name != f"fer{i:07d}.png":
+            raise CmeError(f"{ferplus_csv}: data row {i + 1} has Image name {name!r}, expected "
+                           f"'fer{i:07d}.png' (or empty for an NF row); the two files must be "
+                           f"aligned row by row")
     keep, label, cleaned, reason = clean_votes(votes, variant)
     soft = soft_labels(cleaned)
     per_split: dict[str, list] = {s: [] for s in schema_lib.FER_USAGE.values()}
     for i in range(n):
         if not ok[i]:
             continue
-        row1, row2 = r1[i], r2[i]
+        row1 = r1[i]
         where = f"{fer_csv.name} row {i + 1}"
         if len(row1) <= max(i_emo, i_pix, i_use):
             pre.append(records.Skip(BAD_PIXELS, where, "missing columns"))
@@ -158,17 +179,14 @@ def plan(fer_csv, ferplus_csv, variant: str = "cntk", shard_size: int = 4096):
         if split is None:
             pre.append(records.Skip(BAD_USAGE, where, f"Usage {usage!r}"))
             continue
-        if len(row2) > i_use2 and row2[i_use2].strip() and row2[i_use2].strip() != usage:
-            pre.append(records.Skip(USAGE_MISMATCH, where,
-                                    f"{usage!r} vs {row2[i_use2].strip()!r} in {ferplus_csv.name}"))
-            continue
         if reason[i]:
             pre.append(records.Skip(reason[i], where))
             continue
-        try:
-            fer_label = int(FER2013_TO_FERPLUS[int(row1[i_emo])])
-        except (ValueError, IndexError):
-            fer_label = -1
+        code = row1[i_emo].strip()
+        if not (code.isascii() and code.isdigit() and 0 <= int(code) <= 6):
+            pre.append(records.Skip(BAD_EMOTION, where, f"emotion {code!r} (need 0..6)"))
+            continue
+        fer_label = int(FER2013_TO_FERPLUS[int(code)])
         per_split[split].append((i, fer_label, row1[i_pix], split, int(label[i]),
                                  cleaned[i].tolist(), soft[i].tolist()))
     tasks = []
@@ -182,15 +200,10 @@ def plan(fer_csv, ferplus_csv, variant: str = "cntk", shard_size: int = 4096):
 
 def parse_pixels(text: str) -> np.ndarray | None:
     """2,304 space-separated integers 0..255 -> uint8 [48, 48]; None when malformed."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # malformed text: a short array, caught below
-        try:
-            a = np.fromstring(text, dtype=np.int64, sep=" ")
-        except ValueError:
-            return None
-    if a.size != NUM_PIXELS or text.count(".") or text.count("e") or text.count("E"):
-        return None
+    tokens = text.split()
+    if len(tokens) != NUM_PIXELS or not all(t.isascii() and t.isdigit() for t in tokens):
+        return None                              # junk after the 2,304th value, '12abc', '1.5'
+    a = np.asarray(tokens).astype(np.int64)
     if a.min() < 0 or a.max() > 255:
         return None
     return a.astype(np.uint8).reshape(schema_lib.FER_SIZE, schema_lib.FER_SIZE)
