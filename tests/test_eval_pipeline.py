@@ -327,6 +327,24 @@ def test_bad_inputs(experiment, tmp_path, repo_root):
         student_eval.evaluate(student, "in-memory", tmp_path / "o", clips=clips)
 
 
+def test_nonfinite_logits_are_counted_skips_not_neutral(experiment, tmp_path):
+    """Issue 12.7: a track whose teacher logits are NaN was counted as neutral (arg-max of
+    NaN = 0) and evaluation exited 0; now it is a counted skip in metrics.json."""
+    student = experiment / "student"
+    rng = np.random.default_rng(0)
+    good = [{"key": f"id{i}/v/{i}".encode(), "set": 1 + i % 3,
+             "waveform": rng.normal(0, 0.1, 32000).astype(np.float32),
+             "logits": rng.normal(0, 1, (4, 8)).astype(np.float32)} for i in range(12)]
+    bad = [{"key": b"idx/v/nan", "set": 3, "waveform": good[0]["waveform"],
+            "logits": np.full((4, 8), np.nan, np.float32)}]
+    m = student_eval.evaluate(student, "in-memory", tmp_path / "o", clips=good + bad)
+    assert m["skipped"] == {student_eval.NONFINITE_TEACHER: 1}, m["skipped"]
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["skipped"] == {student_eval.NONFINITE_TEACHER: 1}
+    with pytest.raises(CmeError, match="no track could be evaluated.*non-finite teacher"):
+        student_eval.evaluate(student, "in-memory", tmp_path / "o2", clips=bad)
+
+
 def test_student_scoring_progress_bar_has_a_total(experiment, tmp_path, monkeypatch):
     """The scoring bar knows how many tracks there are (tqdm then shows an ETA): the
     labelled manifest's examples, or --limit when smaller."""

@@ -77,6 +77,11 @@ def teacher_label(frame_logits: np.ndarray) -> int:
     return int(np.argmax(np.max(frame_logits, axis=0)))
 
 
+#: skip reasons for tracks whose teacher or student logits are not all finite (issue 12.7)
+NONFINITE_TEACHER = "non-finite teacher logits"
+NONFINITE_STUDENT = "non-finite student logits"
+
+
 def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.PathLike,
              cfg: StudentEvalConfig | None = None, clips: Iterable[dict] | None = None) -> dict:
     """Evaluate the student of ``run`` on the labelled emovox ``records``; write ``out``.
@@ -130,6 +135,10 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
             if key in info:
                 count("duplicate key")
                 continue
+            if not np.all(np.isfinite(logits)):
+                # NaN/inf teacher logits have no arg-max: never counted as neutral
+                count(NONFINITE_TEACHER)
+                continue
             info[key] = {"set": set_code, "teacher_max": np.max(logits, axis=0),
                          "teacher_label": teacher_label(logits)}
             gallery.offer(key, SET_TO_SPLIT[set_code], ex["waveform"], logits,
@@ -138,6 +147,9 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
 
     student: dict[str, np.ndarray] = {}
     for key, logits in scorer.score(feed()):
+        if not np.all(np.isfinite(logits)):
+            count(NONFINITE_STUDENT)   # a broken model or input: no score, counted
+            continue
         student[key] = logits
     for reason, n in scorer.skipped.items():
         skipped[reason] = skipped.get(reason, 0) + n
