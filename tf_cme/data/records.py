@@ -364,6 +364,15 @@ def _write_skipped(out: Path, tasks, prog: Path, pre_skipped) -> None:
 
 
 # ------------------------------------------------------------------ reading
+def manifest_digest(dir: str | os.PathLike) -> str:
+    """sha256 of a record set's ``manifest.json``: it names every shard with its checksum and
+    holds no time stamp, so equal digests mean the same records. Runs compare it on resume."""
+    path = Path(dir) / MANIFEST
+    if not path.exists():
+        raise CmeError(f"{dir}: no manifest.json (not a tf-cme record set?)")
+    return file_sha256(path)
+
+
 def read_manifest(dir: str | os.PathLike, expect_schema: str | None = None) -> dict:
     """The manifest of a record set; checks the schema name and version."""
     path = Path(dir) / MANIFEST

@@ -57,14 +57,6 @@ STATE = "state.json"
 MAY_CHANGE = frozenset({"mini_epochs", "images", "check_records"})
 
 
-def records_digest(records) -> str:
-    """sha256 of the record set's ``manifest.json`` (its checksums name every shard)."""
-    import hashlib
-    path = Path(records) / "manifest.json"
-    if not path.exists():
-        raise CmeError(f"{records}: no manifest.json (not a tf-cme record set?)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 @dataclasses.dataclass
 class StudentTrainConfig:
@@ -303,8 +295,10 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         from ..models.importers import sha256
         teacher_info = {"path": str(cfg.teacher), "sha256": sha256(Path(cfg.teacher))}
     if chief:
+        from ..data.records import manifest_digest
         cur = config_lib.to_dict(cfg)
-        sources = {"records": records_digest(cfg.records) if dataset_fn is None else None}
+        digest = manifest_digest(cfg.records) if dataset_fn is None else None
+        sources = {"records": digest}
         if teacher_info:
             sources["teacher"] = teacher_info["sha256"]
         run.start_or_resume(cur, sources=sources, may_change=MAY_CHANGE,

@@ -220,14 +220,6 @@ def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
     return imgs
 
 
-def records_digest(manifest: dict) -> str:
-    """sha256 of what a FER+ record set holds (its manifest without timing fields)."""
-    import hashlib
-    keep = {k: manifest.get(k) for k in ("schema", "schema_version", "splits", "skipped",
-                                         "sources", "config", "shards")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
           allow_changed: bool = False) -> dict:
     """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
@@ -256,7 +248,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             raise CmeError(f"{cfg.records}: no {split!r} split")
     run = Run.create(run_dir)
     ckpt_path = run.checkpoints / CHECKPOINT
-    sources = {"records": records_digest(manifest)}
+    sources = {"records": records_lib.manifest_digest(cfg.records)}
     if cfg.init:
         from ..models.importers import sha256
         sources["init"] = sha256(cfg.init) if Path(cfg.init).is_file() else None
