@@ -1,12 +1,16 @@
 # tf-cme: the two commands (`make demo`, `make test`) work on a fresh clone with
 # nothing installed: they create .venv and install the package with constraints.txt
-# (TensorFlow 2.17.1 with tensorflow-io). `make test-tf221` runs the suite again on the
-# newest tested TensorFlow (2.21, constraints-tf221.txt, no tensorflow-io) in .venv-tf221.
+# (TensorFlow 2.17.1). `make demo` installs only what the demo runs (the `demo` extra: no
+# torch, no jax); `make test` adds every extra the tests use (test, bench, tfio) to the
+# same .venv. `make test-tf221` runs the suite again on the newest tested TensorFlow
+# (2.21, constraints-tf221.txt, no tensorflow-io) in .venv-tf221.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
-EXTRAS := test,bench,tfio
+STAMP_DEMO := $(VENV)/.installed-demo
+STAMP_TEST := $(VENV)/.installed-test
+EXTRAS_DEMO := demo
+EXTRAS_TEST := test,bench,tfio
 VENV221  := .venv-tf221
 PY221    := $(VENV221)/bin/python
 STAMP221 := $(VENV221)/.installed
@@ -20,26 +24,33 @@ export TF_CME_STRICT_SKIPS := 1
 
 .PHONY: demo test test-tf221 bench clean install
 
-install: $(STAMP)
+install: $(STAMP_TEST)
 
-$(STAMP): setup.py constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
-	@touch $(STAMP)
 
-$(STAMP221): setup.py constraints-tf221.txt
+# the test install is a superset of the demo's, so it stamps both
+$(STAMP_TEST): pyproject.toml setup.py constraints.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS_TEST)]"
+	@touch $(STAMP_TEST) $(STAMP_DEMO)
+
+$(STAMP_DEMO): pyproject.toml setup.py constraints.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS_DEMO)]"
+	@touch $(STAMP_DEMO)
+
+$(STAMP221): pyproject.toml setup.py constraints-tf221.txt
 	@test -x $(PY221) || $(PYTHON) -m venv $(VENV221)
 	$(PY221) -m pip install --quiet --upgrade pip
 	$(PY221) -m pip install --quiet -c constraints-tf221.txt -e ".[$(EXTRAS221)]"
 	@touch $(STAMP221)
 
 ## make demo: the whole pipeline on the generated demo corpus, under runs/demo/
-demo: $(STAMP)
+demo: $(STAMP_DEMO)
 	$(PY) scripts/demo.py --out runs/demo
 
 ## make test: the test suite on the pinned stack (every extra the tests use is installed)
-test: $(STAMP)
+test: $(STAMP_TEST)
 	$(PY) $(PYTEST)
 
 ## make test-tf221: the same suite on TensorFlow 2.21 (.venv-tf221, without tensorflow-io)
@@ -47,7 +58,7 @@ test-tf221: $(STAMP221)
 	$(PY221) $(PYTEST)
 
 ## make bench: every data-moving stage side by side with its peer; writes bench.json
-bench: $(STAMP)
+bench: $(STAMP_TEST)
 	$(PY) scripts/bench.py --out bench.json
 
 clean:

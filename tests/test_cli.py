@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _PROBE = r"""
@@ -44,5 +46,58 @@ def test_subcommand_help_runs_the_command_parser():
     assert "usage: tf-cme train-student" in out and "CODE 0" in out
 
 
-def test_setup_declares_the_console_command():
-    assert '"tf-cme = tf_cme.cli:main"' in (ROOT / "setup.py").read_text()
+def test_pyproject_declares_the_console_command_and_extras():
+    import tomllib
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["scripts"] == {"tf-cme": "tf_cme.cli:main"}
+    assert {"serving", "import", "tfio", "test", "bench", "tflite", "demo"} <= set(
+        meta["optional-dependencies"])
+    # the demo installs neither torch nor jax (issue 13.4)
+    demo = " ".join(meta["optional-dependencies"]["demo"])
+    assert "torch" not in demo and "jax" not in demo
+
+
+# Every command checks its arguments before TensorFlow's start-up (issue 13.6): a missing
+# input is an error naming it, with TensorFlow never imported.
+_M = "/nonexistent-tf-cme/x"
+_MISSING = {
+    "predict-default-model": (["predict", "missing.wav"], "no such model"),
+    "predict-all-files-missing": (["predict", "--model", "tests", "missing.wav"], "missing.wav"),
+    "predict-model": (["predict", "--model", _M, "tests/__init__.py"], "no such model"),
+    "benchmark-external": (["benchmark-external", "--model", _M, "--records", _M], _M),
+    "evaluate-student": (["evaluate-student", "--records", _M, _M], _M),
+    "evaluate-teacher": (["evaluate-teacher", "--run", _M, "--records", _M], _M),
+    "export-model": (["export-model", _M], "no such run folder"),
+    "import-student": (["import-student", _M, "/tmp/x.keras"], _M),
+    "label-faces": (["label-faces", "--records", _M, "--teacher", _M, "--out", "/tmp/x"], _M),
+    "report": (["report", "--out", "/tmp/x", _M], _M),
+    "serve-client": (["serve-client", "missing.wav"], "missing.wav"),
+    "train-student": (["train-student", "--records", _M, "--out", "/tmp/x"], _M),
+    "train-teacher": (["train-teacher", "--records", _M, "--out", "/tmp/x"], _M),
+    "build-ferplus": (["build-records", "ferplus", "--fer-csv", _M, "--ferplus-csv", _M,
+                       "--out", "/tmp/x"], _M),
+    "build-emovox": (["build-records", "emovox", "--root", _M, "--out", "/tmp/x"], _M),
+    "build-external": (["build-records", "external", "--root", _M, "--out", "/tmp/x"], _M),
+    "verify": (["build-records", "verify", _M], _M),
+    "tensorboard": (["run-tensorboard", "--logdir", _M], _M),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MISSING))
+def test_missing_inputs_fail_before_tensorflow(case):
+    args, named = _MISSING[case]
+    out, err = _probe(*args)
+    assert "TF False" in out, (case, out, err)
+    assert "CODE 0" not in out and "CODE None" not in out, (case, out)
+    assert named in err, (case, err)
+
+
+def test_output_folder_that_is_a_file_fails_before_tensorflow(tmp_path):
+    from tf_cme.utils import CmeError, check_output_dir
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CmeError, match="exists and is not a folder"):
+        check_output_dir(f)
+    with pytest.raises(CmeError, match="is not a folder"):
+        check_output_dir(f / "sub")
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"

@@ -74,6 +74,17 @@ def _resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def require_model_path(path: str | os.PathLike) -> Path:
+    """The model file or folder ``path`` names (a run folder: its model.keras), or a
+    CmeError; checked without importing TensorFlow."""
+    p = _resolve_model_path(path)
+    if not p.exists():
+        hint = (" (the default exists only in a checkout after `make demo`; run "
+                "scripts/export_model.py or pass --model)" if str(path) == DEFAULT_MODEL else "")
+        raise CmeError(f"{path}: no such model{hint}")
+    return p
+
+
 class Predictor:
     """A student or teacher, exported or Keras, as ``batch -> {"logits", "probabilities"}``."""
 
@@ -91,13 +102,9 @@ class Predictor:
     def load(cls, path: str | os.PathLike, expect: str) -> "Predictor":
         """Load ``path`` (SavedModel version or model folder, ``.keras`` file or run
         folder); ``expect`` is "student" or "teacher"."""
+        p = require_model_path(path)
         import tensorflow as tf
         from .serving import export as ex
-        p = _resolve_model_path(path)
-        if not p.exists():
-            hint = (" (run `make demo` or scripts/export_model.py, or pass --model)"
-                    if str(path) == DEFAULT_MODEL else "")
-            raise CmeError(f"{path}: no such model{hint}")
         if p.suffix == ".tflite":
             return cls._load_tflite(p, expect)
         if p.is_file():
@@ -343,15 +350,19 @@ def _first_line(e: Exception) -> str:
 def predict_files(files, cfg: PredictConfig) -> list[dict]:
     """Results for every file, in order (loads the model(s) once)."""
     from .utils import progress
-    predictor = Predictor.load(cfg.model, "student")
-    teacher = None
+    files = list(files)
+    require_model_path(cfg.model)              # before TensorFlow's start-up
     if cfg.faces:
         if not cfg.teacher:
             raise CmeError("--faces needs a teacher (--teacher: exported SavedModel, "
                            ".keras or run folder)")
-        teacher = Predictor.load(cfg.teacher, "teacher")
+        require_model_path(cfg.teacher)
+    if not any(Path(f).exists() for f in files):   # nothing to score: no model to load
+        return [predict_file(f, None, cfg) for f in files]
+    predictor = Predictor.load(cfg.model, "student")
+    teacher = Predictor.load(cfg.teacher, "teacher") if cfg.faces else None
     return [predict_file(f, predictor, cfg, teacher)
-            for f in progress(list(files), desc="predict", unit="file")]
+            for f in progress(files, desc="predict", unit="file")]
 
 
 # --------------------------------------------------------------------------- output

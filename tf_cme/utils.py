@@ -110,3 +110,33 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(block), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# --- argument checks that commands run before importing TensorFlow --------------------
+def require_path(path: str | os.PathLike, option: str, kind: str = "file") -> Path:
+    """``path`` as a Path, or a CmeError naming ``option``: ``kind`` is "file", "folder"
+    or "any" (a file or a folder)."""
+    p = Path(path)
+    ok = {"file": p.is_file, "folder": p.is_dir, "any": p.exists}[kind]()
+    if not ok:
+        what = "file or folder" if kind == "any" else kind
+        if p.exists():
+            raise CmeError(f"{path}: not a {what} ({option})")
+        raise CmeError(f"{path}: no such {what} ({option})")
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` can be made a folder and written: not an existing file, and its nearest
+    existing ancestor is a writable folder. Creates nothing."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise CmeError(f"{path}: exists and is not a folder ({option})")
+    q = p if p.exists() else p.parent
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        raise CmeError(f"{path}: {q} is not a folder ({option})")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise CmeError(f"{path}: {q} is not writable ({option})")
+    return p

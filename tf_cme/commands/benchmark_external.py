@@ -51,9 +51,15 @@ def main() -> int:
         print(f"{Path(sys.argv[0]).name}: error: folds must be >= 2 and random_draws >= 1",
               file=sys.stderr)
         return 2
-    run = Path(args.model)
+    from tf_cme.data import records
+    from tf_cme.utils import check_output_dir, require_path
+    run = require_path(args.model, "--model", "any")      # before TensorFlow's start-up
+    records.read_manifest(args.records, expect_schema="external")
+    if args.teacher:
+        require_path(args.teacher, "--teacher", "folder")
     base = run.parent if run.suffix == ".keras" else run
     out = Path(args.out) if args.out else base / f"external-{Path(args.records).name}"
+    check_output_dir(out)
     metrics = external.benchmark(run, args.records, out, cfg, teacher_run=args.teacher)
     config.save({**config.to_dict(cfg), "model": str(run), "records": str(args.records),
                  "teacher": args.teacher}, out / "config.json")

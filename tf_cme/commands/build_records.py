@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.kind == "verify":
         from tf_cme.data import records
+        records.read_manifest(args.dir)     # before TensorFlow's start-up
         r = records.verify(args.dir, skip_corrupt=args.skip_corrupt)
         print(f"{args.dir}: {r['shards']} shard(s), {r['examples']} example(s) OK; "
               f"{len(r['corrupt'])} corrupt shard(s) skipped"

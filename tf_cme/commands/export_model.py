@@ -31,7 +31,6 @@ from tf_cme.utils import run_main
 
 
 def main() -> int:
-    from tf_cme.serving import export
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -56,10 +55,16 @@ def main() -> int:
     args = p.parse_args()
     if args.tflite_window and not args.tflite:
         p.error("--tflite-window needs --tflite")
+    from tf_cme.runs import Run
+    from tf_cme.utils import check_output_dir, require_path
+    run = Run.open(args.run)           # before TensorFlow's start-up
+    run.require_model()
+    if args.out:
+        check_output_dir(args.out)
+    if args.calibration:
+        require_path(args.calibration, "--calibration")
     if args.tflite:
-        from tf_cme.runs import Run
         from tf_cme.serving import tflite
-        run = Run.open(args.run)
         out = Path(args.out or run.export) / "tflite"
         res = tflite.export_tflite(run.require_model(), out,
                                    windows=args.tflite_window or (tflite.DEFAULT_WINDOW_S,))
@@ -69,6 +74,7 @@ def main() -> int:
                   f"{', '.join(f['select_tf_ops']) or 'none'})")
         print(f"wrote {out / 'tflite.json'}")
         return 0
+    from tf_cme.serving import export
     cfg = config.resolve_or_exit(export.ExportConfig, args, explicit={
         "calibration": args.calibration, "serving_base": args.serving_base})
     res = export.export_run(args.run, args.out, calibration=cfg.calibration,

@@ -65,6 +65,11 @@ def main() -> int:
         return 0
     if not (args.records and args.teacher and args.out):
         p.error("--records, --teacher and --out are required")
+    from tf_cme.data import records
+    from tf_cme.utils import check_output_dir, require_path
+    records.read_manifest(args.records)
+    require_path(args.teacher, "--teacher", "any")
+    check_output_dir(args.out)
 
     from tf_cme.labelling import label_records
     s = label_records(args.records, args.out, args.teacher, batch_size=args.batch_size,

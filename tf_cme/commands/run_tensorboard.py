@@ -51,7 +51,23 @@ except ImportError:
 
 
 
+def _logdirs(argv: list[str]) -> list[str]:
+    """The --logdir values in ``argv`` (``--logdir X`` or ``--logdir=X``)."""
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--logdir" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--logdir="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
 def main() -> None:
+    for d in _logdirs(sys.argv[1:]):   # TensorBoard would wait on a missing folder
+        if not os.path.isdir(d):
+            print(f"{os.path.basename(sys.argv[0])}: error: {d}: no such folder (--logdir)",
+                  file=sys.stderr)
+            raise SystemExit(1)
     from tensorboard.main import run_main
     sys.argv[0] = "tensorboard"
     run_main()

@@ -69,6 +69,12 @@ def main() -> int:
                 "lr_start": args.lr[0] if args.lr else None,
                 "lr_end": args.lr[1] if args.lr else None}
     cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)
+    from tf_cme.data import records
+    from tf_cme.utils import check_output_dir, require_path
+    records.read_manifest(cfg.records)     # before TensorFlow's start-up
+    if cfg.teacher:
+        require_path(cfg.teacher, "teacher")
+    check_output_dir(args.out)
 
     from tf_cme.training.student import train
     metrics = train(cfg, args.out, allow_changed=args.allow_changed)

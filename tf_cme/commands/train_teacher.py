@@ -56,6 +56,12 @@ def main() -> int:
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, learning_rates=cfg.learning_rates[:1],
                                   epochs_per_rate=[args.epochs])
+    from tf_cme.data import records
+    from tf_cme.utils import check_output_dir, require_path
+    records.read_manifest(cfg.records)     # before TensorFlow's start-up
+    if cfg.init:
+        require_path(cfg.init, "init")
+    check_output_dir(args.out)
 
     from tf_cme.training.teacher import train
     m = train(cfg, args.out, max_epochs=args.max_epochs,
