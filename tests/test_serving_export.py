@@ -242,3 +242,62 @@ def test_export_script_next_version(tiny, repo_root, tmp_path):
          str(tiny["calibration"])], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
     assert "not to a teacher" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- warm-up
+
+def _warmup_requests(version_dir):
+    """The warm-up file parsed with tensorflow-serving-api's own protos."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    from tf_cme.serving.warmup import WARMUP_FILE
+    out = []
+    for rec in tf.data.TFRecordDataset(str(Path(version_dir) / WARMUP_FILE)):
+        log = prediction_log_pb2.PredictionLog.FromString(rec.numpy())
+        assert log.WhichOneof("log_type") == "predict_log"
+        out.append(log.predict_log.request)
+    return out
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_warmup_requests_cover_every_signature_and_run(tiny, student_sm, teacher_sm, which):
+    version = tiny[f"{which}_version"]
+    sm = student_sm if which == "student" else teacher_sm
+    info = ex.read_export_metadata(version)
+    reqs = _warmup_requests(version)
+    assert {r.model_spec.signature_name for r in reqs} == set(info["signatures"])
+    assert all(r.model_spec.name == info["name"] for r in reqs)
+    assert len(reqs) >= 2 * len(info["signatures"]) - 1 and len(reqs) <= 1000
+    size = info["model_metadata"].get("input_size")
+    for r in reqs:
+        sig = sm.signatures[r.model_spec.signature_name]
+        want = set(sig.structured_input_signature[1])
+        assert set(r.inputs) == want, r.model_spec.signature_name
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in r.inputs.items()}
+        for k, t in inputs.items():        # real shapes
+            if t.dtype == tf.float32:
+                assert t.shape[1] in (64_384, 160_240)
+            elif t.dtype == tf.uint8 and size:
+                assert tuple(t.shape[1:]) == (size, size, 3)
+        out = sig(**inputs)
+        n = next(iter(inputs.values())).shape[0]
+        assert out["logits"].shape[0] == n and np.all(np.isfinite(out["logits"].numpy()))
+    assert info["serving_image"] == f"tensorflow/serving:{tf.__version__}"
+
+
+def test_warmup_wire_format_against_the_official_protos():
+    """The hand-encoded PredictionLog equals the one tensorflow-serving-api builds."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    from tf_cme.serving.warmup import prediction_log
+    x = tf.make_tensor_proto(np.arange(6, dtype=np.float32).reshape(2, 3))
+    b = tf.make_tensor_proto(np.array([b"RIFF", b"\x00" * 300], dtype=object))
+    ours = prediction_log("m" * 200, "from_wav", {"waveform": x.SerializeToString(),
+                                                  "audio_bytes": b.SerializeToString()})
+    req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name="m" * 200, signature_name="from_wav"))
+    req.inputs["audio_bytes"].CopyFrom(b)
+    req.inputs["waveform"].CopyFrom(x)
+    official = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=req))
+    parsed = prediction_log_pb2.PredictionLog.FromString(ours)
+    assert parsed == official
+    assert ours == official.SerializeToString(deterministic=True)

@@ -401,15 +401,16 @@ def audio_info(path: str | os.PathLike) -> dict:
             "seconds": data.shape[0] / rate if rate else 0.0, "backend": "decoded"}
 
 
-def write_wav(path: str | os.PathLike, x, rate: int) -> Path:
-    """Write float audio (``[samples]`` or ``[samples, channels]``, in [-1, 1]) as 16-bit
-    PCM WAV, atomically.  Samples are scaled by 32768, rounded and clipped to the int16
+def wav_bytes(x, rate: int, *, name: str = "audio") -> bytes:
+    """Float audio (``[samples]`` or ``[samples, channels]``, in [-1, 1]) as the bytes of a
+    16-bit PCM WAV file. Samples are scaled by 32768, rounded and clipped to the int16
     range, so ``int16 / 32768`` values round-trip exactly."""
+    import io as _io
     x = np.asarray(x)
     if x.ndim not in (1, 2):
         raise ValueError(f"write_wav: expected [samples] or [samples, channels], got {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise CmeError(f"{path}: refusing to write NaN or infinite samples")
+        raise CmeError(f"{name}: refusing to write NaN or infinite samples")
     rate = int(rate)
     if rate <= 0:
         raise ValueError(f"write_wav: bad rate {rate}")
@@ -418,12 +419,20 @@ def write_wav(path: str | os.PathLike, x, rate: int) -> Path:
     else:
         pcm = np.clip(np.round(x.astype(np.float64) * 32768.0), -32768, 32767).astype("<i2")
     channels = 1 if pcm.ndim == 1 else pcm.shape[1]
+    buf = _io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+    return buf.getvalue()
+
+
+def write_wav(path: str | os.PathLike, x, rate: int) -> Path:
+    """Write float audio as 16-bit PCM WAV (:func:`wav_bytes`), atomically."""
+    data = wav_bytes(x, rate, name=str(path))
     with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as w:
-            w.setnchannels(channels)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-            w.writeframes(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+        Path(tmp).write_bytes(data)
     return Path(path)
 
 

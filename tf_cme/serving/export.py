@@ -3,7 +3,8 @@
 ``export_run(RUN)`` reads ``RUN/model.keras`` (its tf-cme metadata says whether it is
 the speech student or a face teacher) and writes a SavedModel in TF Serving's layout::
 
-    DIR/<registry-name>/<version>/saved_model.pb, variables/, assets.extra/tf_cme.json
+    DIR/<registry-name>/<version>/saved_model.pb, variables/, assets.extra/tf_cme.json,
+                                  assets.extra/tf_serving_warmup_requests (serving/warmup.py)
     DIR/models.config              TF Serving model config listing every model in DIR
     DIR/batching_parameters.txt    TF Serving --batching_parameters_file
 
@@ -395,6 +396,13 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
                                    "classes": calibration["classes"],
                                    "signature": f"calibrated_{calibration['dataset']}",
                                    "source": calibration["path"]}
+        import tensorflow as tf
+        from .warmup import WARMUP_FILE, write_warmup
+        write_warmup(tmp, name, kind, signatures,
+                     {sig: key for (k, sig), key in INPUT_KEYS.items() if k == kind},
+                     input_size(model) if kind == "teacher" else None)
+        info.update(warmup_file=WARMUP_FILE, tensorflow_version=tf.__version__,
+                    serving_image=f"tensorflow/serving:{tf.__version__}")
         meta = tmp / METADATA_FILE
         meta.parent.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
