@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,6 +161,115 @@ def test_serve_client_script(double, clip4s, tmp_path, repo_root):
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _proc import free_port as _free_port  # noqa: E402
+
+
+# --------------------------------------------------------------------------- hardening
+
+def _raw_post(url, path, body: bytes, headers: dict[str, str], timeout=30):
+    """POST with hand-written headers (http.client would fix a bad Content-Length)."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{head}\r\n".encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + int(
+                re.search(rb"Content-Length: (\d+)", data).group(1) if re.search(
+                    rb"Content-Length: (\d+)", data) else 0):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1] or b"{}")
+
+
+def _post_json(double, model, body):
+    data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    return _raw_post(double.rest_url, f"/v1/models/{model}:predict", data,
+                     {"Content-Length": str(len(data)), "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("bad", [300, -1, 12.7, float("nan")])
+def test_out_of_range_pixels_are_refused_not_wrapped(double, bad):
+    img = np.full((1, 8, 8, 3), 100.0)
+    img[0, 3, 3, 1] = bad
+    body = json.dumps({"instances": img.tolist()}).replace("NaN", "1e999")
+    status, answer = _post_json(double, TEACHER, body.encode())
+    assert status == 400 and "uint8" in answer["error"], answer
+    with pytest.raises(ServingError, match="uint8"):
+        GrpcClient(TEACHER, double.grpc_target).predict({"images": img.astype(np.float32)})
+    ok = RestClient(TEACHER, double.rest_url).predict(
+        {"images": np.full((1, 8, 8, 3), 100, np.uint8)})
+    assert ok["logits"].shape == (1, 8)
+
+
+@pytest.mark.parametrize("case", ["content-length", "nested", "float-for-string",
+                                  "string-for-float", "not-json"])
+def test_malformed_requests_get_400_and_the_server_lives_on(double, clip4s, case):
+    path = f"/v1/models/{STUDENT}:predict"
+    if case == "content-length":
+        status, answer = _raw_post(double.rest_url, path, b"{}", {"Content-Length": "abc"})
+    elif case == "nested":
+        status, answer = _post_json(double, STUDENT, b'{"inputs": ' + b"[" * 100_000
+                                    + b"]" * 100_000 + b"}")
+    elif case == "float-for-string":
+        status, answer = _post_json(double, STUDENT, {"signature_name": "from_wav",
+                                                      "instances": [1.5]})
+    elif case == "string-for-float":
+        status, answer = _post_json(double, STUDENT, {"instances": [["a", "b"]]})
+    else:
+        status, answer = _post_json(double, STUDENT, b"{nope")
+    assert status == 400, (status, answer)
+    assert answer["error"]
+    out = RestClient(STUDENT, double.rest_url).predict({"waveform": clip4s[None]})
+    assert out["logits"].shape == (1, 8)
+
+
+def test_short_body_times_out_and_big_body_is_refused(tiny):
+    with ServingTestDouble({STUDENT: tiny["export"] / STUDENT}, read_timeout_s=1.0,
+                           max_body_bytes=10_000) as d:
+        path = f"/v1/models/{STUDENT}:predict"
+        t0 = time.perf_counter()
+        status, answer = _raw_post(d.rest_url, path, b'{"inst', {"Content-Length": "1000"})
+        assert status == 408 and "timed out" in answer["error"]
+        assert time.perf_counter() - t0 < 15
+        status, answer = _raw_post(d.rest_url, path, b"", {"Content-Length": "20000"})
+        assert status == 413 and "exceeds the limit" in answer["error"]
+
+
+def test_load_32_concurrent_clients_zero_errors(double, clip4s):
+    """Bounded loopback load: 32 clients x 4 from_wav requests, all answered (the listen
+    backlog was 5: 12-21 % of connections were reset at this concurrency)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+    clients, per_client = 32, 4
+    blobs = np.array([_wav(clip4s[:32_480])], dtype=object)     # 2.03 s
+    client = RestClient(STUDENT, double.rest_url, signature="from_wav", timeout=120)
+    client.predict({"audio_bytes": blobs})                          # load the model
+
+    def worker(_):
+        lat, errors = [], []
+        for _ in range(per_client):
+            t = time.perf_counter()
+            try:
+                client.predict({"audio_bytes": blobs})
+            except Exception as e:      # noqa: BLE001 - counted
+                errors.append(repr(e))
+            lat.append(time.perf_counter() - t)
+        return lat, errors
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        futs = [pool.submit(worker, i) for i in range(clients)]
+        done, not_done = wait(futs, timeout=300)
+    wall = time.perf_counter() - t0
+    assert not not_done, "load test did not finish within 300 s"
+    lat = np.concatenate([f.result()[0] for f in futs])
+    errors = [e for f in futs for e in f.result()[1]]
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99]) * 1000
+    print(f"\nload: {clients} clients x {per_client} from_wav requests: {len(errors)} errors, "
+          f"{len(lat) / wall:.1f} req/s, latency p50 {p50:.0f} ms, p90 {p90:.0f} ms, "
+          f"p99 {p99:.0f} ms")
+    assert errors == [] and lat.size == clients * per_client
 
 
 @pytest.mark.skipif(shutil.which("tensorflow_model_server") is None,

@@ -35,6 +35,14 @@ from .export import versions
 
 _PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict)?/?$")
 
+#: Largest REST request body accepted (bytes); larger ones get HTTP 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Seconds a REST connection may wait for the rest of a request before HTTP 408.
+READ_TIMEOUT_S = 10.0
+#: Pending connections the REST listener queues (the stdlib default of 5 resets
+#: connections under a few dozen concurrent clients).
+LISTEN_BACKLOG = 256
+
 
 class RequestError(Exception):
     def __init__(self, message: str, status: int = 400, code: str = "INVALID_ARGUMENT"):
@@ -51,12 +59,14 @@ class ServingTestDouble:
     """
 
     def __init__(self, models: dict[str, str | Path], host: str = "127.0.0.1",
-                 rest_port: int = 0, grpc_port: int = 0):
+                 rest_port: int = 0, grpc_port: int = 0,
+                 read_timeout_s: float = READ_TIMEOUT_S, max_body_bytes: int = MAX_BODY_BYTES):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the test double only binds to loopback")
         self.models = {n: Path(p) for n, p in models.items()}
         self.host = host
         self.rest_port, self.grpc_port = int(rest_port), int(grpc_port)   # 0: a free port
+        self.read_timeout_s, self.max_body_bytes = float(read_timeout_s), int(max_body_bytes)
         self._loaded: dict[tuple[str, int], object] = {}
         self._lock = threading.Lock()
         self._http = None
@@ -99,17 +109,15 @@ class ServingTestDouble:
                                f"signature takes {sorted(specs)}")
         tensors = {}
         for k, spec in specs.items():
-            try:
-                if spec.dtype == tf.string:
-                    arr = np.asarray(inputs[k], dtype=object)
-                else:
-                    arr = np.asarray(inputs[k], dtype=spec.dtype.as_numpy_dtype)
-            except (ValueError, TypeError) as e:
-                raise RequestError(f"input {k!r}: cannot convert to {spec.dtype.name} ({e})")
+            arr = _as_input(k, inputs[k], spec.dtype.as_numpy_dtype
+                            if spec.dtype != tf.string else object)
             if not spec.shape.is_compatible_with(arr.shape):
                 raise RequestError(f"input {k!r}: shape {list(arr.shape)} does not match "
                                    f"{spec.shape}")
-            tensors[k] = tf.constant(arr, dtype=spec.dtype)
+            try:
+                tensors[k] = tf.constant(arr, dtype=spec.dtype)
+            except (ValueError, TypeError) as e:
+                raise RequestError(f"input {k!r}: cannot convert to {spec.dtype.name} ({e})")
         try:
             out = fn(**tensors)
         except tf.errors.OpError as e:
@@ -141,6 +149,8 @@ class ServingTestDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = double.read_timeout_s     # socket timeout: a short body cannot hang
+
             def log_message(self, *args):       # quiet
                 pass
 
@@ -170,17 +180,43 @@ class ServingTestDouble:
                 if not m or not m.group(3):
                     return self._send(404, {"error": f"Malformed request: POST {self.path}"})
                 try:
-                    n = int(self.headers.get("Content-Length", "0"))
+                    raw = self.headers.get("Content-Length")
+                    if raw is None or not raw.strip().isdigit():
+                        raise RequestError(f"bad or missing Content-Length: {raw!r}")
+                    n = int(raw)
+                    if n > double.max_body_bytes:
+                        self.close_connection = True
+                        raise RequestError(f"request body of {n} bytes exceeds the limit "
+                                           f"of {double.max_body_bytes}", 413)
                     try:
-                        body = json.loads(self.rfile.read(n) or b"{}")
+                        data = self.rfile.read(n)
+                    except TimeoutError:
+                        self.close_connection = True
+                        raise RequestError(f"timed out after {double.read_timeout_s:g} s reading "
+                                           f"the request body", 408)
+                    if len(data) != n:
+                        self.close_connection = True
+                        raise RequestError(f"request body is {len(data)} bytes, "
+                                           f"Content-Length said {n}")
+                    try:
+                        body = json.loads(data or b"{}")
                     except json.JSONDecodeError as e:
                         raise RequestError(f"JSON Parse error: {e}")
+                    except RecursionError:
+                        raise RequestError("JSON Parse error: nested too deeply")
                     answer = double._rest_predict(m.group(1), m.group(2), body)
                 except RequestError as e:
                     return self._send(e.status, {"error": str(e)})
+                except RecursionError:
+                    return self._send(400, {"error": "input nested too deeply"})
+                except Exception as e:      # noqa: BLE001 - answer, never drop the connection
+                    return self._send(500, {"error": f"{type(e).__name__}: {e}"})
                 self._send(200, answer)
 
-        self._http = ThreadingHTTPServer((self.host, self.rest_port), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = LISTEN_BACKLOG
+
+        self._http = Server((self.host, self.rest_port), Handler)
         self._http.daemon_threads = True
         port = self._http.server_address[1]
         self.rest_url = f"http://{self.host}:{port}"
@@ -290,6 +326,38 @@ def _decode_column(values):
         return np.asarray(decoded)
     except ValueError as e:       # ragged lists
         raise RequestError(f"inputs of different lengths cannot form one tensor ({e})")
+
+
+def _as_input(key: str, value, dtype) -> np.ndarray:
+    """``value`` as a numpy array of ``dtype`` (``object``: a string input), refusing what
+    a plain cast would silently change: strings and booleans for numbers, numbers for
+    strings, non-integral or out-of-range values for integer inputs (uint8 pixels of 300,
+    -1 or 12.7 are errors, not 44, 255 or 12)."""
+    if dtype is object:
+        arr = np.asarray(value, dtype=object)
+        bad = [v for v in arr.reshape(-1)[:1000] if not isinstance(v, (bytes, str))]
+        if bad:
+            raise RequestError(f"input {key!r} takes strings (bytes: {{\"b64\": ...}} in "
+                               f"JSON), got {type(bad[0]).__name__} {bad[0]!r}")
+        return arr
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:
+        raise RequestError(f"input {key!r}: not a tensor ({e})")
+    if arr.dtype.kind not in "iuf":
+        raise RequestError(f"input {key!r} takes {np.dtype(dtype).name} numbers, got "
+                           f"{'strings' if arr.dtype.kind in 'USO' else arr.dtype.name}")
+    want = np.dtype(dtype)
+    if want.kind in "iu":
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                raise RequestError(f"input {key!r} takes {want.name} integers; got "
+                                   f"non-integral values")
+        info = np.iinfo(want)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise RequestError(f"input {key!r}: values must lie in [{info.min}, {info.max}] "
+                               f"({want.name}); got {arr.min()}..{arr.max()}")
+    return arr.astype(want)
 
 
 def _has_bytes(v) -> bool:
