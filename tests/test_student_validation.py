@@ -140,6 +140,15 @@ def test_keep_epochs_survive_resume_and_load_with_epoch(tmp_path, records, monke
             main()
 
 
+def test_epoch_of_a_run_that_is_not_a_student(tmp_path):
+    from tf_cme.runs import Run
+    from tf_cme.utils import CmeError
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text(json.dumps({"lr_classifier_mult": 1}))
+    with pytest.raises(CmeError, match="teacher: not a student run"):
+        Run.open(tmp_path / "teacher").require_model(280)
+
+
 def test_keep_epochs_option(tmp_path):
     from tf_cme import config
     from tf_cme.training.student import MAY_CHANGE, StudentTrainConfig, train
