@@ -46,8 +46,16 @@ def test_script_trains_on_records(script_run):
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert state["mini_epoch"] == 3
     assert abs(state["learning_rate"] - 0.005) < 1e-9
-    metrics = json.loads((out / "metrics.json").read_text())["student"]
+    everything = json.loads((out / "metrics.json").read_text())
+    metrics = everything["student"]
     assert metrics["steps_per_mini_epoch"] == 2 and metrics["val_steps"] == 1
+    # protocol §6: a seeded random half (val_fraction=0.5) of the 8 unheard tracks
+    from tf_cme.data.pipelines import random_subset
+    val = everything["validation"]
+    assert (val["split"], val["tracks"], val["of"], val["seed"]) == ("unheard", 4, 8, 0)
+    assert val["keys_sha256"] == random_subset(cfg["records"], "unheard", 0.5, 0).digest
+    assert sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.index")) == \
+        ["ckpt-2.index", "ckpt-3.index"] and cfg["keep_epochs"] == [280]
     for k in ("loss", "top1_error", "mean_recall", "recall_neutral", "share_contempt"):
         assert k in metrics["train"] and k in metrics["val"]
     assert abs(sum(metrics["train"][f"share_{n}"] for n in

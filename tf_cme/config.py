@@ -37,6 +37,14 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _number(text: str, tp, key: str):
+    try:
+        return tp(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not {'an integer' if tp is int else 'a number'}") \
+            from None
+
+
 def _coerce(value: Any, tp, key: str):
     """Check (and gently convert) ``value`` against the annotation ``tp``."""
     origin = typing.get_origin(tp)
@@ -66,11 +74,13 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"{key}: expected an object, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
     if origin in (list, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v != ""]
+        inner = args[0] if args else Any
+        if isinstance(value, str):      # "a,b": a list; "2,280" of numbers: numbers
+            value = [v.strip() for v in value.split(",") if v.strip() != ""]
+            if inner in (int, float):
+                value = [_number(v, inner, key) for v in value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:

@@ -6,7 +6,9 @@ Layout (ARCHITECTURE.md, "Runs")::
     RUN/resumes.jsonl      one line per start or resume: time, what changed (allowed keys)
     RUN/model.keras        the model a later stage uses (teacher: best epoch on val;
                            student: the last mini-epoch), with tf-cme metadata inside
-    RUN/checkpoints/       resumable training state
+    RUN/checkpoints/       resumable training state (student: the last two mini-epochs
+                           and those of keep_epochs)
+    RUN/epochs/            student models of kept mini-epochs (model-<e>.keras, --epoch)
     RUN/tensorboard/       TensorBoard event files
     RUN/metrics.json       figures measured by the run
     RUN/figures/           PNG figures
@@ -90,7 +92,13 @@ class Run:
         write_json(self.metrics_path, data)
         return data
 
-    def require_model(self) -> Path:
+    def require_model(self, epoch: int | None = None) -> Path:
+        """``RUN/model.keras``, or with ``epoch`` the student of that mini-epoch's kept
+        checkpoint (:func:`tf_cme.training.student.epoch_model`): the one loader of
+        ``evaluate_student.py`` and ``export_model.py``."""
+        if epoch is not None:
+            from .training.student import epoch_model
+            return epoch_model(self.path, epoch)
         if not self.model_path.exists():
             raise CmeError(
                 f"{self.path}: no model.keras: the run has not finished training "

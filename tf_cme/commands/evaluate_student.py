@@ -8,6 +8,10 @@ OUT/predictions.npz, OUT/figures/*.png, OUT/tensorboard/ (PR curves, embedding
 projector) and OUT/gallery/ (for report.py).
 
   scripts/evaluate_student.py runs/demo/student --records runs/demo/labels --out runs/demo/eval
+  scripts/evaluate_student.py runs/student --epoch 280 --records records/emovox-labelled
+
+--epoch N evaluates the kept checkpoint of mini-epoch N (the original released mini-epoch
+280; train_student.py keep_epochs) instead of RUN/model.keras (default out: RUN/eval-epoch-N).
 """
 from __future__ import annotations
 
@@ -32,7 +36,10 @@ def main() -> int:
     p.add_argument("--records", required=True, metavar="LABELLED_DIR",
                    help="labelled emovox record set (label_faces.py output)")
     p.add_argument("--out", metavar="DIR",
-                   help="output folder (default: RUN/eval)")
+                   help="output folder (default: RUN/eval, with --epoch N RUN/eval-epoch-N)")
+    p.add_argument("--epoch", type=int, default=None, metavar="N",
+                   help="evaluate the run's kept checkpoint of mini-epoch N (keep_epochs of "
+                        "train_student.py; 280 by default) instead of its model.keras")
     p.add_argument("--batch-size", type=int, default=None,
                    help="crops of equal bucket width per forward pass (config batch_size)")
     p.add_argument("--ignore", default=None, metavar="E1,E2",
@@ -59,10 +66,17 @@ def main() -> int:
         print(f"{Path(sys.argv[0]).name}: error: ignore: {e}", file=sys.stderr)
         return 2
     run = Path(args.run)
-    out = Path(args.out) if args.out else (run.parent if run.suffix == ".keras" else run) / "eval"
-    metrics = student_eval.evaluate(run, args.records, out, cfg)
-    config.save({**config.to_dict(cfg), "run": str(run), "records": str(args.records)},
-                out / "config.json")
+    model = run
+    if args.epoch is not None:
+        from tf_cme.runs import Run
+        if run.suffix == ".keras":
+            p.error("--epoch needs a run folder, not a .keras file")
+        model = Run.open(run).require_model(args.epoch)
+    default = "eval" if args.epoch is None else f"eval-epoch-{args.epoch}"
+    out = Path(args.out) if args.out else (run.parent if run.suffix == ".keras" else run) / default
+    metrics = student_eval.evaluate(model, args.records, out, cfg)
+    config.save({**config.to_dict(cfg), "run": str(run), "epoch": args.epoch,
+                 "records": str(args.records)}, out / "config.json")
     print(student_eval.format_table(metrics))
     if metrics["skipped"]:
         print("skipped: " + ", ".join(f"{k}: {v}" for k, v in metrics["skipped"].items()))

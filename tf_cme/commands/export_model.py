@@ -13,6 +13,9 @@ See docs/serving.md.
   scripts/export_model.py runs/demo/teacher --out runs/demo/export
   scripts/export_model.py runs/demo/student --tflite --tflite-window 4.024 --tflite-window 2
 
+--epoch N exports a student's kept checkpoint of mini-epoch N (the original released
+mini-epoch 280; train_student.py keep_epochs) instead of RUN/model.keras.
+
 --tflite writes DIR/tflite/ instead of a SavedModel: float32 and dynamic-range-quantised
 .tflite files (student: front end inside, one fixed window per --tflite-window; teacher: at
 its input size) that LiteRT (pip install 'tf-cme[tflite]') runs without TensorFlow, and
@@ -45,6 +48,10 @@ def main() -> int:
                    help="where DIR is mounted for the server, for the base_path entries of "
                         "models.config (config serving_base; default /models, as in the "
                         "tensorflow/serving container command of docs/serving.md)")
+    p.add_argument("--epoch", type=int, default=None, metavar="N",
+                   help="export the student run's kept checkpoint of mini-epoch N "
+                        "(keep_epochs of train_student.py; 280 by default) instead of its "
+                        "model.keras")
     p.add_argument("--tflite", action="store_true",
                    help="write .tflite files (float32 and dynamic-range-quantised) to "
                         "DIR/tflite/ instead of a SavedModel")
@@ -58,7 +65,8 @@ def main() -> int:
     from tf_cme.runs import Run
     from tf_cme.utils import check_output_dir, require_path
     run = Run.open(args.run)           # before TensorFlow's start-up
-    run.require_model()
+    if args.epoch is None:
+        run.require_model()
     if args.out:
         check_output_dir(args.out)
     if args.calibration:
@@ -66,7 +74,7 @@ def main() -> int:
     if args.tflite:
         from tf_cme.serving import tflite
         out = Path(args.out or run.export) / "tflite"
-        res = tflite.export_tflite(run.require_model(), out,
+        res = tflite.export_tflite(run.require_model(args.epoch), out,
                                    windows=args.tflite_window or (tflite.DEFAULT_WINDOW_S,))
         for f in res["files"]:
             print(f"wrote {out / f['file']} ({f['bytes'] / 1e6:.2f} MB, {f['quantization']}; "
@@ -78,7 +86,7 @@ def main() -> int:
     cfg = config.resolve_or_exit(export.ExportConfig, args, explicit={
         "calibration": args.calibration, "serving_base": args.serving_base})
     res = export.export_run(args.run, args.out, calibration=cfg.calibration,
-                            serving_base=cfg.serving_base)
+                            serving_base=cfg.serving_base, epoch=args.epoch)
     out = res.path.parent.parent
     print(f"exported {res.kind} {res.name} version {res.version} to {res.path}")
     print(f"signatures: {', '.join(res.signatures)}")

@@ -3,11 +3,14 @@ with --teacher from an online frozen teacher run on the records' face frames.
 
 Defaults follow the original schedule: batch 64, 300 mini-epochs of 5 % of the
 training tracks, learning rate log-spaced 1e-4 .. 1e-5, SGD momentum 0.9, weight decay
-5e-4, hot-cross-ent at T = 2, 4.024 s crops; validation on a fixed 20 % of the unheard
-split, for monitoring only; the reported model is the last one (RUN/model.keras).
+5e-4, hot-cross-ent at T = 2, 4.024 s crops; validation on a seeded random 20 % of the
+unheard tracks with fresh crops every mini-epoch, for monitoring only; the reported model
+is the last one (RUN/model.keras); the checkpoints of the last two mini-epochs and of
+--keep-epochs (280, the original's released student) are kept, for
+evaluate_student.py / export_model.py --epoch N.
 Re-running on the same run folder resumes at the mini-epoch after the last checkpoint,
 only with the same options and records (allowed to change: mini_epochs, images,
-check_records; anything else needs a new --out or --allow-changed; RUN/resumes.jsonl).
+check_records, keep_epochs; anything else needs a new --out or --allow-changed; RUN/resumes.jsonl).
 
 Distribution comes from the environment: several GPUs -> MirroredStrategy; TF_CONFIG
 with several workers -> MultiWorkerMirroredStrategy (run this script on every worker
@@ -55,17 +58,20 @@ def main() -> int:
                    help="online frozen teacher: targets from the teacher run on the face frames "
                         "of each crop of --records (emovox records with frames, labelled or not) "
                         "instead of the records' logits")
+    p.add_argument("--keep-epochs", metavar="E1,E2",
+                   help="mini-epochs whose checkpoints are kept besides the last two, for "
+                        "evaluate_student.py / export_model.py --epoch (280; '' for none)")
     p.add_argument("--allow-changed", action="store_true",
                    help="resume a run folder although its resolved config, records (manifest) "
                         "or teacher file differ from the run's; without it only "
-                        "mini_epochs, images and check_records may change on resume")
+                        "mini_epochs, images, check_records and keep_epochs may change on resume")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "width": args.width,
                 "mini_epochs": args.mini_epochs, "batch_size": args.batch_size,
                 "crop_samples": args.crop_samples, "epoch_fraction": args.epoch_fraction,
                 "loss": args.loss, "seed": args.seed, "mixed_precision": args.mixed_precision,
-                "teacher": args.teacher,
+                "teacher": args.teacher, "keep_epochs": args.keep_epochs,
                 "lr_start": args.lr[0] if args.lr else None,
                 "lr_end": args.lr[1] if args.lr else None}
     cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)

@@ -25,6 +25,8 @@ row normalisation and the evaluation bucket crop belong to the student's front e
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import math
 
@@ -402,12 +404,86 @@ def crop_and_aggregate_batch(audio, num_samples, logits, seed, crop_samples=CROP
     return wave, tf.ensure_shape(out, [None, emotions.NUM_CLASSES]), start
 
 
+# ------------------------------------------------------- seeded track subsets
+_HASH_BUCKETS = (1 << 63) - 1
+_KEY_SPEC = {"key": tf.io.FixedLenFeature([], tf.string)}
+
+
+def track_hash(keys, seed) -> tf.Tensor:
+    """int64 hash in ``[0, 2**63 - 1)`` of each track ``key`` under ``seed`` (FarmHash
+    fingerprint of ``"<seed>:<key>"``): the same on every machine and run, unrelated to
+    the records' order."""
+    return tf.strings.to_hash_bucket_fast(tf.strings.join([f"{int(seed)}:", keys]),
+                                          _HASH_BUCKETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackSubset:
+    """A seeded random subset of a split's tracks (:func:`random_subset`): the records
+    whose :func:`track_hash` under ``seed`` is at most ``max_hash``."""
+    split: str
+    seed: int
+    fraction: float
+    max_hash: int
+    keys: tuple          # the chosen tracks' keys, sorted
+    of: int              # tracks in the split
+
+    @property
+    def tracks(self) -> int:
+        return len(self.keys)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the sorted keys, one a line: names the subset in a run's metrics."""
+        return hashlib.sha256("\n".join(self.keys).encode()).hexdigest()
+
+    def info(self) -> dict:
+        return {"split": self.split, "seed": self.seed, "fraction": self.fraction,
+                "tracks": self.tracks, "of": self.of, "keys_sha256": self.digest}
+
+
+def record_keys(dir, split, *, skip_corrupt=False) -> list[str]:
+    """The ``key`` of every emovox record of ``split``, in record order."""
+    ds, _ = _records(dir, split, schema_lib.EMOVOX_SCHEMA.name, shuffle_files=False, seed=0,
+                     skip_corrupt=skip_corrupt)
+    ds = ds.batch(4096).map(lambda s: tf.io.parse_example(s, _KEY_SPEC)["key"])
+    return [k.decode() for batch in ds.as_numpy_iterator() for k in batch]
+
+
+def random_subset(dir, split, fraction, seed, *, skip_corrupt=False) -> TrackSubset:
+    """A random ``fraction`` of the tracks of ``split``, fixed by ``seed`` whatever order
+    the records are in (protocol §6: the validation tracks): the ``round(fraction * N)``
+    (at least one) tracks of smallest :func:`track_hash`, i.e. the first ones of a seeded
+    permutation of the track ids. One pass over the split's keys."""
+    if not 0 < fraction <= 1:
+        raise CmeError(f"fraction must be in (0, 1], got {fraction}")
+    keys = record_keys(dir, split, skip_corrupt=skip_corrupt)
+    if not keys:
+        raise CmeError(f"{dir}: split {split!r} has no records to draw {fraction:g} of")
+    h = track_hash(tf.constant(keys), seed).numpy()
+    n = min(len(keys), max(1, int(round(fraction * len(keys)))))
+    max_hash = int(np.sort(h)[n - 1])
+    chosen = tuple(sorted(k for k, v in zip(keys, h) if v <= max_hash))
+    return TrackSubset(split=split, seed=int(seed), fraction=float(fraction),
+                       max_hash=max_hash, keys=chosen, of=len(keys))
+
+
+def _in_subset(subset: TrackSubset):
+    def keep(serialized):
+        key = tf.io.parse_single_example(serialized, _KEY_SPEC)["key"]
+        return track_hash(key, subset.seed) <= subset.max_hash
+    return keep
+
+
 def _clip_batches(dir, split, *, batch_size, seed, training, repeat, input_context,
-                  skip_corrupt, shuffle_buffer):
+                  skip_corrupt, shuffle_buffer, subset=None):
     """Serialized emovox records in batches, as the distillation pipelines read them:
-    shuffled (seeded) and without the last partial batch when ``training``."""
+    only the tracks of ``subset`` (a :class:`TrackSubset`) when given; shuffled (seeded)
+    and without the last partial batch when ``training``."""
     ds, _ = _records(dir, split, schema_lib.EMOVOX_SCHEMA.name, shuffle_files=training,
                      seed=seed, input_context=input_context, skip_corrupt=skip_corrupt)
+    if subset is not None:
+        ds = ds.filter(_in_subset(subset))
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -417,7 +493,7 @@ def _clip_batches(dir, split, *, batch_size, seed, training, repeat, input_conte
 
 def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0, agg="max",
                     training=True, repeat=False, input_context=None, skip_corrupt=False,
-                    shuffle_buffer=1024):
+                    shuffle_buffer=1024, subset=None):
     """Distillation batches from LABELLED emovox records:
     ``(waveform float32 [B, crop_samples], {"logits": float32 [B, 8], "label": int32 [B]})``.
 
@@ -427,7 +503,8 @@ def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0
     (``maxLabel``). Validation uses random crops too, as the original
     (``training=False`` only stops shuffling and keeps the last partial batch).
     ``split=None`` reads every split. Crops are drawn per batch from the stateless
-    seed [seed, batch number], so a seed fixes them.
+    seed [seed, batch number], so a seed fixes them. ``subset`` (:func:`random_subset`)
+    keeps only its tracks (the validation tracks, protocol §6).
     """
     if agg not in ("max", "mean"):
         raise CmeError(f"agg must be 'max' or 'mean', got {agg!r}")
@@ -440,7 +517,7 @@ def distill_dataset(dir, split, *, batch_size, crop_samples=CROP_SAMPLES, seed=0
                        f"(scripts/label_faces.py) or build with --logits-mat")
     ds = _clip_batches(dir, split, batch_size=batch_size, seed=seed, training=training,
                        repeat=repeat, input_context=input_context, skip_corrupt=skip_corrupt,
-                       shuffle_buffer=shuffle_buffer)
+                       shuffle_buffer=shuffle_buffer, subset=subset)
     spec = {k: v for k, v in sch.feature_spec(ragged=True).items()
             if k in ("audio", "num_samples", "logits")}
 
@@ -545,7 +622,7 @@ def _require_frames(dir, manifest, split) -> None:
 def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=CROP_SAMPLES,
                            seed=0, training=True, repeat=False, input_context=None,
                            skip_corrupt=False, crop_fraction=1 / 1.6, max_frames=None,
-                           shuffle_buffer=1024):
+                           shuffle_buffer=1024, subset=None):
     """Distillation batches for an ONLINE teacher, from emovox records WITH face frames
     (labelled or not): ``(waveform float32 [B, crop_samples], {"frames": uint8
     [B, K, S, S, 3], "frame_mask": bool [B, K]})``.
@@ -561,6 +638,7 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
     (:func:`aggregate_frame_logits`) run in :class:`tf_cme.training.distiller.Distiller`.
     A record set without frames is a CmeError here; a record without frames fails the
     pipeline naming it (``tf_cme.training.student.check_records`` finds it first).
+    ``subset`` keeps only its tracks, as in :func:`distill_dataset`.
     """
     if crop_samples < 1:
         raise CmeError(f"crop_samples must be positive, got {crop_samples}")
@@ -576,7 +654,7 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
     _require_frames(dir, m, split)
     ds = _clip_batches(dir, split, batch_size=batch_size, seed=seed, training=training,
                        repeat=repeat, input_context=input_context, skip_corrupt=skip_corrupt,
-                       shuffle_buffer=shuffle_buffer)
+                       shuffle_buffer=shuffle_buffer, subset=subset)
     spec = {k_: v for k_, v in sch.feature_spec(ragged=True).items()
             if k_ in ("key", "audio", "num_samples", "frames")}
 

@@ -16,7 +16,8 @@ teacher       train_teacher.py,            ``training`` (train_teacher),
               evaluate_teacher.py          ``val_accuracy``, ``test_accuracy``
                                            (evaluate_teacher; FER+ PublicTest/PrivateTest)
 labels        label_faces.py               ``frames``, ``clips``
-student       train_student.py             ``student`` (history), ``teacher`` (path, sha256)
+student       train_student.py             ``student`` (history), ``teacher`` (path, sha256),
+                                           ``validation`` (the validation tracks)
 eval          evaluate_student.py          ``auc``, ``mean_auc`` ({train, heard, unheard})
 external      benchmark_external.py        ``accuracy_mean``, ``accuracy_std``,
                                            ``random_accuracy_mean``

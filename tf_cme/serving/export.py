@@ -431,8 +431,9 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
                calibration: str | os.PathLike | None = None,
-               serving_base: str = "/models") -> ExportResult:
-    """Export ``RUN/model.keras`` (student or teacher) to ``out`` (default ``RUN/export``).
+               serving_base: str = "/models", epoch: int | None = None) -> ExportResult:
+    """Export ``RUN/model.keras`` (student or teacher) to ``out`` (default ``RUN/export``),
+    or with ``epoch`` a student's kept checkpoint of that mini-epoch (``Run.require_model``).
 
     For a student, ``calibration`` (a calibration.json) or, when not given,
     ``RUN/../external/calibration.json`` adds a ``calibrated_<dataset>`` signature.
@@ -440,7 +441,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     from ..models import io as model_io
     from ..runs import Run
     run = Run.open(run_dir)
-    model_path = run.require_model()
+    model_path = run.require_model(epoch)
     md = model_io.read_metadata(model_path)
     if calibration is not None and md.get("kind") != "student":
         raise CmeError(f"{model_path}: a calibration layer applies to the student's "
@@ -455,7 +456,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     model = model_io.load_model(model_path)
     return export_model(model, Path(out) if out is not None else run.export,
                         calibration=cal, source=str(model_path), serving_base=serving_base,
-                        config={"run": str(run.path), "calibration": cal and cal["path"],
+                        config={"run": str(run.path), "epoch": epoch,
+                                "calibration": cal and cal["path"],
                                 "serving_base": serving_base})
 
 

@@ -7,11 +7,16 @@
   shuffled pass with fresh random crops: the original's first 5 % of ``randperm`` under
   ``rng(epoch)``);
 - at learning rate ``logspace(log10(lr_start), log10(lr_end), mini_epochs)[e - 1]``;
-- then, for monitoring only, evaluates a fixed ``val_fraction`` of the ``val_split``
-  (unheard) split (random crops, test-mode BN);
+- then, for monitoring only, evaluates a fixed random ``val_fraction`` of the
+  ``val_split`` (unheard) tracks, drawn once from ``seed``
+  (:func:`tf_cme.data.pipelines.random_subset`; its size and key digest are in
+  ``metrics.json`` ``validation``), with fresh random crops seeded by :func:`val_seed`
+  (``e``) and test-mode BN;
 - then writes a checkpoint (``checkpoints/ckpt-<e>``, then ``checkpoints/state.json``,
   atomically) and TensorBoard summaries (``tensorboard/``: every metric under
-  ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops).
+  ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops);
+  the last two checkpoints are kept, and those of the mini-epochs in ``keep_epochs``
+  (280, the released model of the original) for good.
 
 Targets: the records' teacher logits (labelled records, the default, as the original), or
 with ``teacher=PATH.keras`` an online frozen teacher run on the face frames of each crop
@@ -22,8 +27,10 @@ not) and aggregated the same way; the teacher's path and sha256 go into ``metric
 An interrupted run restarts at the mini-epoch after the last checkpoint, with the
 weights, BN statistics and momentum of that checkpoint; since every mini-epoch's data
 and the dither are seeded, a resumed run ends where an uninterrupted one does.
-The reported model is the last one (``model.keras``), as the original used its last
-checkpoints; validation never selects a checkpoint.
+The reported model is the last one (``model.keras``); validation never selects a
+checkpoint. :func:`epoch_model` turns a kept checkpoint into a model file
+(``RUN/epochs/model-<e>.keras``), which ``evaluate_student.py --epoch`` and
+``export_model.py --epoch`` use (:meth:`tf_cme.runs.Run.require_model`).
 
 Distribution: :func:`tf_cme.training.strategy.from_environment` (MirroredStrategy on
 several GPUs, MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several workers).
@@ -54,7 +61,9 @@ STATE = "state.json"
 # Keys that may differ when a run resumes: more (or fewer) mini-epochs continue the same
 # schedule's draws; how many images are logged and whether the records are re-scanned
 # change no number the run computes.
-MAY_CHANGE = frozenset({"mini_epochs", "images", "check_records"})
+MAY_CHANGE = frozenset({"mini_epochs", "images", "check_records", "keep_epochs"})
+#: Offset of the validation crops' seeds (:func:`val_seed`) from the training ones.
+VAL_SEED = 10_000_019
 
 
 
@@ -63,7 +72,7 @@ class StudentTrainConfig:
     records: str = "records/emovox-labelled"   # labelled emovox records (with `teacher`: records with frames)
     train_split: str = "train"
     val_split: str = "unheard"
-    val_fraction: float = 0.2           # fixed share of val_split evaluated each mini-epoch; 0: none
+    val_fraction: float = 0.2           # seeded random share of val_split evaluated each mini-epoch; 0: none
     width: float = 1.0                  # channel multiplier of the student
     crop_samples: int = TRAIN_CROP_SAMPLES   # 4.024 s -> 400 frames
     batch_size: int = 64                # the global batch
@@ -83,6 +92,19 @@ class StudentTrainConfig:
     teacher: Optional[str] = None       # online frozen teacher (.keras) on the records' face frames
     check_records: bool = True          # scan the records for bad clips before training
     images: int = 3                     # spectrogram images logged per mini-epoch
+    keep_epochs: list[int] = dataclasses.field(   # checkpoints kept besides the last two
+        default_factory=lambda: [280])            # (280: the original's released student)
+
+
+def train_seed(cfg: StudentTrainConfig, e: int) -> int:
+    """Seed of mini-epoch ``e``'s training data (shuffle and crops)."""
+    return cfg.seed * 100003 + e
+
+
+def val_seed(cfg: StudentTrainConfig, e: int) -> int:
+    """Seed of mini-epoch ``e``'s validation crops: fresh crops every mini-epoch, the same
+    ones again when a run resumes (the original: ``rng(epoch)``; protocol §6)."""
+    return VAL_SEED + train_seed(cfg, e)
 
 
 def learning_rates(cfg: StudentTrainConfig) -> np.ndarray:
@@ -123,6 +145,9 @@ def _validate(cfg: StudentTrainConfig) -> None:
         raise CmeError("val_fraction must be in [0, 1]")
     if cfg.agg not in ("max", "mean"):
         raise CmeError(f"agg: {cfg.agg!r} is not max or mean")
+    bad = [e for e in cfg.keep_epochs if int(e) < 1]
+    if bad:
+        raise CmeError(f"keep_epochs: {bad[0]} is not a mini-epoch (they count from 1)")
 
 
 def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) -> dict:
@@ -240,26 +265,91 @@ class _Summaries:
         self.writer.flush()
 
 
-def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None) -> Callable:
+def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
+                       val_subset=None) -> Callable:
     """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records, or with
-    ``cfg.teacher`` over the records' face frames at the teacher's ``image_size``."""
+    ``cfg.teacher`` over the records' face frames at the teacher's ``image_size``;
+    ``training=False`` (validation) reads only the tracks of ``val_subset``
+    (:func:`validation_subset`) when given."""
     from ..data import pipelines
 
     def fn(split, seed, training):
+        subset = None if training else val_subset
         if cfg.teacher:
             return pipelines.distill_frames_dataset(
                 cfg.records, split, batch_size=cfg.batch_size, image_size=image_size,
-                crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training)
+                crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training,
+                subset=subset)
         return pipelines.distill_dataset(cfg.records, split, batch_size=cfg.batch_size,
                                          crop_samples=cfg.crop_samples, seed=seed,
-                                         agg=cfg.agg, training=training, repeat=training)
+                                         agg=cfg.agg, training=training, repeat=training,
+                                         subset=subset)
     return fn
+
+
+def validation_subset(cfg: StudentTrainConfig):
+    """The run's validation tracks: a random ``val_fraction`` of ``val_split`` fixed by
+    ``seed`` (:func:`tf_cme.data.pipelines.random_subset`; protocol §6), or None."""
+    if not cfg.val_fraction:
+        return None
+    from ..data import pipelines
+    return pipelines.random_subset(cfg.records, cfg.val_split, cfg.val_fraction, cfg.seed)
 
 
 def split_sizes(cfg: StudentTrainConfig) -> dict:
     from ..data import records as records_lib
     m = records_lib.read_manifest(cfg.records, expect_schema="emovox")
     return {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+
+
+def _build_student(cfg: StudentTrainConfig, synchronized: bool = False):
+    """The student ``train`` distils (training front end, no crop), before its weights."""
+    from ..models import build_model
+    from . import losses
+    student = build_model("emovoxceleb-student", width=cfg.width, dither=cfg.dither,
+                          crop="none", synchronized=synchronized)
+    losses.configure_student_for_loss(student, cfg.loss)
+    return student
+
+
+def _save_student(student, path) -> Path:
+    """Write ``student`` as the model file a later stage loads (``model.keras``)."""
+    from ..models.io import save_model
+    from ..models.student import with_frontend
+    return save_model(with_frontend(student, synchronized=False), path)
+
+
+def checkpoint_epochs(run_dir) -> list[int]:
+    """The mini-epochs whose checkpoints ``RUN/checkpoints`` holds, in order."""
+    ckdir = Run(Path(run_dir)).checkpoints
+    found = (p.name[len("ckpt-"):-len(".index")] for p in ckdir.glob("ckpt-*.index"))
+    return sorted(int(n) for n in found if n.isdigit())
+
+
+def epoch_model(run_dir, epoch: int) -> Path:
+    """``RUN/epochs/model-<epoch>.keras``: the student of mini-epoch ``epoch`` from its
+    checkpoint (kept by ``keep_epochs``, or one of the last two), saved as ``train`` saves
+    ``model.keras``; rewritten on every call. CmeError naming the run and the mini-epochs
+    it holds when that checkpoint is absent (protocol §6, the released checkpoint)."""
+    import tensorflow as tf
+    from .. import config as config_lib
+    run = Run.open(run_dir)
+    try:
+        cfg = config_lib.from_dict(StudentTrainConfig, run.config())
+    except config_lib.ConfigError as e:
+        raise CmeError(f"{run.path}: not a student run ({e}); --epoch loads a mini-epoch "
+                       f"checkpoint of train_student.py") from None
+    have = checkpoint_epochs(run.path)
+    if int(epoch) not in have:
+        raise CmeError(f"{run.path}: no checkpoint of mini-epoch {epoch}; the run holds "
+                       f"mini-epoch(s) {', '.join(map(str, have)) or 'none'} (the last two "
+                       f"and keep_epochs {list(cfg.keep_epochs)})")
+    student = _build_student(cfg)
+    status = tf.train.Checkpoint(student=student).read(str(run.checkpoints / f"ckpt-{epoch}"))
+    status.expect_partial().assert_existing_objects_matched()
+    out = run.path / "epochs"
+    out.mkdir(exist_ok=True)
+    return _save_student(student, out / f"model-{epoch}.keras")
 
 
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
@@ -281,10 +371,6 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     import keras
     import tensorflow as tf
     from .. import config as config_lib
-    from ..models import build_model
-    from ..models.io import save_model as save_keras
-    from ..models.student import with_frontend
-    from . import losses as losses_lib
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
@@ -326,9 +412,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():
         keras.utils.set_random_seed(cfg.seed)
-        student = build_model("emovoxceleb-student", width=cfg.width, dither=cfg.dither,
-                              crop="none", synchronized=replicas > 1)
-        losses_lib.configure_student_for_loss(student, cfg.loss)
+        student = _build_student(cfg, synchronized=replicas > 1)
         teacher = None
         if cfg.teacher:   # after the student, so that its initial weights do not change
             from ..models.teacher import load_teacher
@@ -338,8 +422,6 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         optimizer = sgd(float(lrs[0]), momentum=cfg.momentum)
         distiller.compile(optimizer=optimizer, jit_compile=cfg.jit_compile)
         ckpt = tf.train.Checkpoint(student=student, optimizer=distiller.optimizer)
-    if dataset_fn is None:
-        dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None)
     ckdir = _worker_dir(run, strategy)
     ckdir.mkdir(parents=True, exist_ok=True)
     state = _read_state(run.checkpoints)
@@ -348,21 +430,30 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         ckpt.read(str(run.checkpoints / state["prefix"])).assert_existing_objects_matched()
     if start >= cfg.mini_epochs and run.model_path.exists():
         return (run.metrics(), student) if return_student else run.metrics()
+    if dataset_fn is None:
+        val_subset = validation_subset(cfg) if val_steps else None
+        if val_subset is not None:
+            val_steps = math.ceil(val_subset.tracks / cfg.batch_size)
+            if chief:
+                contract.update_metrics(run.path, contract.STUDENT,
+                                        validation=val_subset.info())
+        dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None,
+                                        val_subset=val_subset)
 
     summaries = _Summaries(run.tensorboard, enabled=chief)
-    val_ds = None
-    if val_steps:
-        val_ds = dataset_fn(cfg.val_split, 10_000_019 + cfg.seed, False).take(val_steps)
     history: dict = {}
     bar = progress(range(start + 1, cfg.mini_epochs + 1), total=cfg.mini_epochs,
                    desc="distilling", unit="mini-epoch")
     if hasattr(bar, "update") and start:
         bar.update(start)
+    keep = {int(k) for k in cfg.keep_epochs}
     t0 = time.time()
     for e in bar:
         lr = float(lrs[e - 1])
         set_learning_rate(distiller.optimizer, lr)  # MatConvNet: lr after momentum
-        ds = dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True).take(steps)
+        ds = dataset_fn(cfg.train_split, train_seed(cfg, e), True).take(steps)
+        val_ds = (dataset_fn(cfg.val_split, val_seed(cfg, e), False).take(val_steps)
+                  if val_steps else None)
         hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
                              validation_data=val_ds, shuffle=False)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
@@ -372,10 +463,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         summaries.scalars("val/", val_logs, e)
         summaries.scalars("", {"learning_rate": lr}, e)
         if cfg.images and chief and (e == start + 1 or e % 10 == 0 or e == cfg.mini_epochs):
-            x, _ = next(iter(dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True)))
+            x, _ = next(iter(dataset_fn(cfg.train_split, train_seed(cfg, e), True)))
             spec = student.get_layer("spectrogram")(x[: cfg.images], training=False)
             summaries.images("spectrogram", np.asarray(spec), e)
-        # checkpoint: files first, then the state (atomic), then prune
+        # checkpoint: files first, then the state (atomic), then prune all but the last
+        # two and those of keep_epochs
         prefix = f"ckpt-{e}"
         ckpt.write(str(ckdir / prefix))
         if chief:
@@ -383,7 +475,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
                                        "train": train_logs, "val": val_logs})
             for old in ckdir.glob("ckpt-*"):
                 n = old.name.split(".")[0].split("-")[1]
-                if n.isdigit() and int(n) < e - 1:
+                if n.isdigit() and int(n) < e - 1 and int(n) not in keep:
                     old.unlink()
         history = {"mini_epoch": e, "train": train_logs, "val": val_logs}
         if hasattr(bar, "set_postfix"):
@@ -393,8 +485,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     metrics = {}
     if chief:
         if save_model:
-            final = with_frontend(student, synchronized=False)
-            save_keras(final, run.model_path)
+            _save_student(student, run.model_path)
         metrics = contract.update_metrics(
             run.path, contract.STUDENT,
             student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,
