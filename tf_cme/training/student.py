@@ -454,8 +454,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         ds = dataset_fn(cfg.train_split, train_seed(cfg, e), True).take(steps)
         val_ds = (dataset_fn(cfg.val_split, val_seed(cfg, e), False).take(val_steps)
                   if val_steps else None)
+        # The step counts are passed on, not left for Keras to discover: a dataset of
+        # unknown cardinality that ends makes Keras warn "Your input ran out of data".
         hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
-                             validation_data=val_ds, shuffle=False)
+                             steps_per_epoch=steps, validation_data=val_ds,
+                             validation_steps=val_steps or None, shuffle=False)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
