@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 # a test skipped for a missing Python package fails instead (tests/conftest.py); -rs
 # lists every other skip with its reason
-PYTEST := -m pytest -q -rs tests
+PYTEST := -m pytest -q -rs --durations=25 tests
 export TF_CME_STRICT_SKIPS := 1
 
 .PHONY: demo test test-tf221 bench clean install
