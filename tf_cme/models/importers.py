@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..provenance import imported as provenance_imported
 from ..utils import CmeError, file_sha256
 from .matconvnet import fit_shape, read_dagnn
 
@@ -194,11 +195,6 @@ def _check_classifier(src: _Source, layer, k_shape, fmt):
 def sha256(path: str | os.PathLike) -> str:
     """sha256 of a weights file (tf_cme.utils.file_sha256)."""
     return file_sha256(path)
-
-
-def provenance_imported(digest: str) -> str:
-    """The ``provenance`` metadata value of a model whose weights came from a file."""
-    return f"imported:{digest}"
 
 
 STEM = "conv1_7x7_s2"     # the stem convolution: 64 filters at width 1

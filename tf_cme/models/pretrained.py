@@ -36,6 +36,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..provenance import imported
 from ..utils import CmeError, atomic_path, file_sha256, write_json
 
 ALBANIE_MODELS = "http://www.robots.ox.ac.uk/~albanie/models"
@@ -346,7 +347,7 @@ def convert_cached(name: str) -> Path:
     rec = files[name].get("keras") or {}
     if out.is_file() and rec.get("sha256") == file_sha256(out):
         return out
-    extra = {"provenance": f"imported:{digest}",
+    extra = {"provenance": imported(digest),
              "published": {"name": name, "kind": p.kind, "url": p.url,
                            "filename": p.filename, "source": files[name].get("source")}}
     if p.converter == "import_weights":

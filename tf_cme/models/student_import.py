@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import CmeError
-from .importers import provenance_imported, sha256
+from ..provenance import imported as provenance_imported
+from ..utils import file_sha256 as sha256
 from .matconvnet import DagNN, fit_shape, read_dagnn
 
 CONV_ORDER = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "prediction")

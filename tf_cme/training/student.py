@@ -262,6 +262,26 @@ def split_sizes(cfg: StudentTrainConfig) -> dict:
     return {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
 
 
+def _provenance(cfg: StudentTrainConfig, digest: str | None) -> dict:
+    """``provenance`` (and ``trained_on``) of the student distilled from ``cfg.records``:
+    ``demo-synthetic`` when the records (or the online teacher) come from the demo corpus,
+    else ``trained:<records manifest sha256>`` (tf_cme.provenance)."""
+    from .. import provenance
+    from ..data import records as records_lib
+    if digest is None:        # dataset_fn: records not read from disk (tests)
+        return {"provenance": "trained:dataset_fn", "trained_on": {"records": None},
+                "synthetic": False}
+    manifest = records_lib.read_manifest(cfg.records, expect_schema="emovox")
+    synthetic = bool(manifest.get("synthetic"))
+    if cfg.teacher:
+        from ..models.io import read_metadata
+        synthetic = synthetic or provenance.is_demo(read_metadata(cfg.teacher))
+    md = {"provenance": provenance.trained({"synthetic": synthetic}, digest),
+          "trained_on": {"records": str(cfg.records), "manifest_sha256": digest},
+          "synthetic": synthetic}
+    return md
+
+
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
           return_student: bool = False, allow_changed: bool = False):
@@ -291,6 +311,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
     teacher_info = None
+    origin: dict = {}
     if cfg.teacher:
         from ..models.importers import sha256
         teacher_info = {"path": str(cfg.teacher), "sha256": sha256(Path(cfg.teacher))}
@@ -301,6 +322,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         sources = {"records": digest}
         if teacher_info:
             sources["teacher"] = teacher_info["sha256"]
+        origin = _provenance(cfg, digest)
         run.start_or_resume(cur, sources=sources, may_change=MAY_CHANGE,
                             started=_read_state(run.checkpoints)["mini_epoch"] > 0,
                             override=allow_changed)
@@ -394,6 +416,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     if chief:
         if save_model:
             final = with_frontend(student, synchronized=False)
+            final.cme_metadata = {**final.cme_metadata, **origin}
             save_keras(final, run.model_path)
         metrics = contract.update_metrics(
             run.path, contract.STUDENT,
