@@ -44,6 +44,41 @@ def test_demo_corpus_marks_its_folders_and_ferplus_records_inherit(demo_corpus, 
     assert "synthetic" not in m
 
 
+def test_demo_teacher_and_its_labels_are_demo(demo_corpus, tmp_path, monkeypatch, capsys):
+    """FER+ records from the corpus -> a demo teacher (its evaluation says so); emovox
+    records from the corpus labelled by it stay synthetic."""
+    from tf_cme.commands import evaluate_teacher
+    from tf_cme.data import emovox, ferplus
+    from tf_cme.labelling import label_records
+    from tf_cme.models.io import read_metadata
+    from tf_cme.training.teacher import TeacherTrainConfig, train
+    from tf_cme.utils import run_main
+    ferplus.build(tmp_path / "fer", ferplus.FerplusBuildConfig(
+        fer_csv=str(demo_corpus / "ferplus" / "fer2013.csv"),
+        ferplus_csv=str(demo_corpus / "ferplus" / "fer2013new.csv"), workers=1))
+    cfg = TeacherTrainConfig(records=str(tmp_path / "fer"), arch="resnet50-ferplus",
+                             width=0.0625, input_size=32, batch_size=16, learning_rates=[0.01],
+                             epochs_per_rate=[1], steps_per_epoch=1, sample_images=0)
+    train(cfg, tmp_path / "teacher")
+    md = read_metadata(tmp_path / "teacher" / "model.keras")
+    assert md["provenance"] == "demo-synthetic" and md["synthetic"] is True
+    monkeypatch.setattr(sys, "argv", ["evaluate_teacher.py", "--run", str(tmp_path / "teacher"),
+                                      "--records", str(tmp_path / "fer"), "--splits", "val"])
+    with pytest.raises(SystemExit) as e:
+        run_main(evaluate_teacher.main)
+    assert e.value.code == 0
+    assert f"NOTE: {provenance.TEACHER_CAVEAT}" in capsys.readouterr().out
+    met = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert met["caveat"] == provenance.TEACHER_CAVEAT
+
+    emovox.build(tmp_path / "vox", emovox.EmovoxBuildConfig(root=str(demo_corpus / "voxceleb"),
+                                                            workers=1))
+    label_records(tmp_path / "vox", tmp_path / "labels", tmp_path / "teacher" / "model.keras",
+                  batch_size=64)
+    m = json.loads((tmp_path / "labels" / "manifest.json").read_text())
+    assert m["synthetic"] is True and m["teacher"]["provenance"] == "demo-synthetic"
+
+
 def _mark_synthetic(records_dir: Path) -> Path:
     """What build-records writes for records read from the demo corpus."""
     mpath = records_dir / "manifest.json"
