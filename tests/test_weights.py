@@ -228,3 +228,15 @@ def test_fetch_over_loopback_http_with_content_length(home, tmp_path):
     assert st["cached"] and st["sha256"] == file_sha256(serve / "dense-face-frames.tar.gz")
     assert pretrained_path("dense-face-frames").stat().st_size == 256 * 5000
     assert not list((home / "files").glob("*.download*"))
+
+
+def test_list_is_instant_without_tensorflow(tmp_path):
+    import subprocess
+    probe = ("import sys\nfrom tf_cme import cli\ntry:\n    cli.main(['weights', 'list'])\n"
+             "except SystemExit as e:\n    print('CODE', e.code)\n"
+             "print('TF', 'tensorflow' in sys.modules)\n")
+    env = {"PYTHONPATH": str(ROOT), "TF_CME_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=120)
+    assert "CODE 0" in p.stdout and "TF False" in p.stdout, p.stderr
+    assert "senet50-ferplus " in p.stdout and not (tmp_path / "h").exists()
