@@ -188,6 +188,10 @@ def test_absent_names_and_data_kinds_say_what_to_run(home, tmp_path, no_network,
         pretrained("nope")
     with pytest.raises(CmeError, match="is logits, not a model.*--logits-mat"):
         pretrained("senet50-ferplus-logits")
+    pth = tmp_path / "senet50_ferplus_dag.pth"
+    pth.write_bytes(b"torch")
+    code, _, err = _cmd(monkeypatch, capsys, "import", "senet50-ferplus", "--from", str(pth))
+    assert code == 1 and "with import-weights" in err and not (home / "files").exists()
     code, _, err = _cmd(monkeypatch, capsys, "fetch", "senet50-vggface2")
     assert code == 1 and "no public URL" in err and "--from FILE" in err
     # data: fetched and verified, not converted

@@ -298,10 +298,13 @@ def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: boo
 def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> dict:
     """Copy a file the user already has into the cache as ``name`` (recording or checking
     its sha256) and convert it if it is a model. Returns :func:`status`."""
-    entry(name)
+    e = entry(name)
     src = Path(src)
     if not src.is_file():
         raise CmeError(f"{src}: no such file (weights import {name} --from FILE)")
+    if e.converter and src.suffix.lower() != Path(e.filename).suffix.lower():
+        raise CmeError(f"{src}: {name} is the published {e.filename} (MatConvNet .mat); "
+                       f"convert other formats (e.g. pytorch-mcn .pth) with import-weights")
     dest = cached_file(name)
     part = dest.with_name(dest.name + ".import")
     try:
@@ -313,7 +316,7 @@ def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> d
     finally:
         if part.exists():
             part.unlink()
-    if convert and entry(name).converter:
+    if convert and e.converter:
         convert_cached(name)
     return status(name)
 
