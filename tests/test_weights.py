@@ -115,6 +115,7 @@ def test_fetch_file_url_then_list_and_pretrained_offline(home, tmp_path, monkeyp
     # a second fetch of a cached name does not download (urlopen refuses here)
     code, out, err = _cmd(monkeypatch, capsys, "fetch", "emovoxceleb-student")
     assert code == 0, err
+    assert "already cached: verified, not downloaded" in out
 
 
 def test_tampered_cache_is_a_checksum_error(home, tmp_path, no_network):

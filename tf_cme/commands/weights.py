@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _print_status(name: str, st: dict) -> None:
-    print(f"{name}: cached {st['path']} sha256 {st['sha256']}"
+    how = "" if st.get("downloaded", True) else " (already cached: verified, not downloaded)"
+    print(f"{name}: cached {st['path']}{how} sha256 {st['sha256']}"
           + (f"; model {st['keras']}" if st.get("keras") else ""))
 
 

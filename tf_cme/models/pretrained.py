@@ -269,7 +269,8 @@ def _record(name: str, path: Path, digest: str, source: str) -> dict:
 
 def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: bool = False) -> dict:
     """Download ``name`` (from ``url`` or the table's URL) into the cache, record or check
-    its sha256, and convert it to ``.keras`` if it is a model. Returns :func:`status`.
+    its sha256, and convert it to ``.keras`` if it is a model. Returns :func:`status` with
+    ``downloaded`` (False: it was cached already and only verified).
     A name already cached (and matching its record) is not downloaded again."""
     p = entry(name)
     url = url or p.url
@@ -278,6 +279,7 @@ def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: boo
                        f"{p.filename} yourself and run `tf-cme weights import {name} --from "
                        f"FILE`, or pass --url")
     st = status(name)
+    downloaded = not st["cached"]
     if st["cached"]:
         verify(name)
     else:
@@ -292,7 +294,7 @@ def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: boo
                 part.unlink()
     if convert and p.converter:
         convert_cached(name)
-    return status(name)
+    return {**status(name), "downloaded": downloaded}
 
 
 def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> dict:
