@@ -21,6 +21,7 @@ def test_emovox_from_demo_corpus(demo_corpus, tmp_path):
     want = Counter(schema.SET_NAMES[int(l[0])] for l in lines)
     assert {s: v["examples"] for s, v in m["splits"].items()} == dict(want)
     assert m["skipped"] == {}
+    assert m["synthetic"] is True          # the corpus's SYNTHETIC marker (tf_cme.provenance)
     clips = list(pipelines.clips_dataset(tmp_path / "rec", "heard"))
     assert len(clips) == want["heard"]
     import soundfile as sf
@@ -42,6 +43,7 @@ def test_external_from_demo_corpus(demo_corpus, tmp_path):
     with open(root / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
     assert m["layout"] == "manifest" and m["classes"] == list(emotions.RML)
+    assert m["synthetic"] is True
     assert m["splits"]["all"]["examples"] == len(rows) and m["skipped"] == {}
     want = Counter(emotions.canonical(r["label"]) for r in rows)
     assert {k: v for k, v in m["splits"]["all"]["class_counts"].items() if v} == dict(want)
@@ -67,6 +69,7 @@ def test_external_layouts(tmp_path):
         write_wav(rml / subset / sp / "english" / f"{name}.wav", tone(), 16000)
     m = external.build(tmp_path / "r1", external.ExternalBuildConfig(root=str(rml), workers=1))
     assert m["layout"] == "rml" and m["dataset"] == "rml"
+    assert "synthetic" not in m            # no marker: not the demo corpus
     assert {s: v["examples"] for s, v in m["splits"].items()} == {"rml-1": 2, "rml-2": 1}
     got = {c["path"].numpy().decode(): (int(c["label"]), int(c["ferplus_label"]),
                                         c["speaker"].numpy().decode())

@@ -69,6 +69,9 @@ def test_train_resume_evaluate(tmp_path, fer_records):
     assert not np.allclose(w1["classifier/kernel"], w2["classifier/kernel"])
     assert not np.allclose(w1["conv1_7x7_s2_bn/moving_mean"], w2["conv1_7x7_s2_bn/moving_mean"])
     best = load_model(run / "model.keras")
+    from tf_cme.data.records import manifest_digest
+    assert best.cme_metadata["provenance"] == f"trained:{manifest_digest(fer_records)}"
+    assert best.cme_metadata["synthetic"] is False     # CSVs outside the demo corpus
     assert best.cme_metadata["training"]["epoch"] == json.loads(
         (run / "metrics.json").read_text())["training"]["best_epoch"]
     # evaluation
@@ -76,6 +79,7 @@ def test_train_resume_evaluate(tmp_path, fer_records):
     man = json.loads((fer_records / "manifest.json").read_text())
     assert met["val_examples"] == man["splits"]["val"]["examples"]
     assert 0.0 <= met["val_accuracy"] <= 1.0 and 0.0 <= met["test_accuracy"] <= 1.0
+    assert met["provenance"].startswith("trained:") and met["caveat"] is None
     cm = np.array(met["val_confusion"])
     assert cm.sum() == met["val_examples"]
     assert met["val_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import emotions
+from . import emotions, provenance
 from .metrics import contract
 from .utils import atomic_path, progress, write_json
 
@@ -205,7 +205,9 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
             "file": Path(teacher_path).name, "sha256": digest,
             "input_size": teacher.input_size, "crop_fraction": crop_fraction,
             "classes": list(emotions.FERPLUS), "source_classes": list(teacher.classes),
-            "missing_logit": emotions.MISSING_LOGIT}
+            "missing_logit": emotions.MISSING_LOGIT,
+            # a demo teacher's labels make the records synthetic (tf_cme.provenance)
+            "provenance": provenance.model_info(teacher.info.get("metadata"))["provenance"]}
     new_manifest = write_labelled(records_dir, out_dir, logits, info, overwrite=overwrite,
                                   skip_corrupt=skip_corrupt)
     dominant = np.concatenate([v for v in logits.values() if len(v)]).argmax(-1) \

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import emotions
+from . import emotions, provenance
 from .audio.constants import SAMPLE_RATE, TRAIN_CROP_SECONDS
 from .utils import CmeError
 
@@ -89,10 +89,18 @@ class Predictor:
     """A student or teacher, exported or Keras, as ``batch -> {"logits", "probabilities"}``."""
 
     def __init__(self, fn, kind: str, name: str, source: str, min_samples: int = 0,
-                 input_size: int | None = None, fixed_samples: int | None = None):
+                 input_size: int | None = None, fixed_samples: int | None = None,
+                 metadata: dict | None = None):
         self._fn, self.kind, self.name, self.source = fn, kind, name, source
         self.min_samples, self.input_size = min_samples, input_size
         self.fixed_samples = fixed_samples    # a .tflite student: its one window length
+        self.metadata = metadata or {}        # the model's tf-cme metadata ({} for .tflite)
+
+    @property
+    def info(self) -> dict:
+        """``{"name", "source", "provenance", "caveat"}`` (tf_cme.provenance): the
+        ``model`` field of every result."""
+        return {**provenance.model_info(self.metadata, self.source), "name": self.name}
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         logits = np.asarray(self._fn(batch), np.float32)
@@ -124,7 +132,7 @@ class Predictor:
                 size = model_io.input_size(model)
             fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
             return cls(lambda b: fn(tf.constant(b)).numpy(), kind, name, str(p),
-                       ex.MIN_SAMPLES if kind == "student" else 0, size)
+                       ex.MIN_SAMPLES if kind == "student" else 0, size, metadata=md)
         version_dir = ex.resolve_saved_model(p)
         md = ex.read_export_metadata(version_dir)
         kind = md.get("kind")
@@ -139,7 +147,8 @@ class Predictor:
             return sig(**{key: tf.constant(b, dtype=dtype)})["logits"].numpy()
         return cls(fn, expect, md.get("name", version_dir.parent.name), str(version_dir),
                    int(md.get("min_samples", ex.MIN_SAMPLES)) if expect == "student" else 0,
-                   (md.get("model_metadata") or {}).get("input_size"))
+                   (md.get("model_metadata") or {}).get("input_size"),
+                   metadata=md.get("model_metadata") or {})
 
 
     @classmethod
@@ -311,7 +320,9 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConf
     from .audio.io import load_audio
     path = Path(path)
     result: dict[str, Any] = {"file": str(path), "status": "error", "message": "",
-                              "label": None, "probabilities": None}
+                              "label": None, "probabilities": None,
+                              # the model: where its weights came from, the demo caveat
+                              "model": predictor.info}
     try:
         if not path.exists():
             raise CmeError(f"{path}: no such file")
@@ -335,6 +346,7 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConf
             except Exception as e:  # noqa: BLE001
                 result["faces"] = {"status": "error",
                                    "message": f"{path}: {type(e).__name__}: {_first_line(e)}"}
+            result["faces"]["model"] = teacher.info
             if result["faces"].get("status") == "error" and result["status"] != "error":
                 result["status"] = "error"
                 result["message"] = "; ".join(

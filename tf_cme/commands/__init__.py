@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 #: command module names (``tf-cme`` spells them with hyphens)
-COMMANDS = ('benchmark_external', 'build_records', 'demo', 'evaluate_student', 'evaluate_teacher', 'export_model', 'import_student', 'import_weights', 'label_faces', 'make_demo_data', 'predict', 'report', 'run_tensorboard', 'serve_client', 'train_student', 'train_teacher')
+COMMANDS = ('benchmark_external', 'build_records', 'demo', 'evaluate_student', 'evaluate_teacher', 'export_model', 'import_student', 'import_weights', 'label_faces', 'make_demo_data', 'predict', 'report', 'run_tensorboard', 'serve_client', 'train_student', 'train_teacher', 'weights')
 
 
 def run(name: str) -> None:

@@ -77,6 +77,8 @@ def main() -> int:
     metrics = student_eval.evaluate(model, args.records, out, cfg)
     config.save({**config.to_dict(cfg), "run": str(run), "epoch": args.epoch,
                  "records": str(args.records)}, out / "config.json")
+    if metrics.get("caveat"):
+        print(f"NOTE: {metrics['caveat']}")
     print(student_eval.format_table(metrics))
     if metrics["skipped"]:
         print("skipped: " + ", ".join(f"{k}: {v}" for k, v in metrics["skipped"].items()))

@@ -41,6 +41,8 @@ def main() -> int:
         raise CmeError(f"{model}: no such model file")
     m = evaluate(model, args.records, args.out or args.run,
                  splits=[s for s in args.splits.split(",") if s], batch_size=args.batch_size)
+    if m.get("caveat"):
+        print(f"NOTE: {m['caveat']}")
     for s in args.splits.split(","):
         if s and m.get(f"{s}_accuracy") is not None:
             print(f"{s}: accuracy {m[f'{s}_accuracy']:.4f} ({m[f'{s}_examples']} images)")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..utils import CmeError
 from . import records, schema as schema_lib
 
@@ -578,6 +578,9 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
                                       "none: unlabelled records")}
     if labelled:
         extra["teacher"] = {"name": "senet50-ferplus", "source": Path(cfg.logits_mat).name}
+    if provenance.synthetic_inputs(cfg.root, cfg.wav_dir, cfg.frames_dir, cfg.logits_mat,
+                                   cfg.videos):
+        extra["synthetic"] = True
     return records.build(out_dir, schema_lib.EMOVOX_SCHEMA, tasks,
                          encode_fn=encode_track, options=options,
                          config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,

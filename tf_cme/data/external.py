@@ -29,7 +29,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from .. import emotions
+from .. import emotions, provenance
 from ..utils import CmeError
 from . import records, schema as schema_lib
 from .emovox import audio_record
@@ -196,6 +196,8 @@ def encode_clip(item, *, base: str, dataset: str, max_seconds: float = 0.0):
 
 def build(out_dir, cfg: ExternalBuildConfig, overwrite: bool = False) -> dict:
     tasks, sources, options, extra = plan(cfg)
+    if provenance.synthetic_inputs(cfg.root, cfg.manifest):
+        extra["synthetic"] = True
     return records.build(out_dir, schema_lib.EXTERNAL_SCHEMA, tasks,
                          encode_fn=encode_clip, options=options,
                          config=dataclasses.asdict(cfg), sources=sources, extra=extra,

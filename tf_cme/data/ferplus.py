@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..utils import CmeError
 from . import records, schema as schema_lib
 
@@ -261,12 +261,14 @@ def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False) -> dict:
     if cfg.variant not in VARIANTS:
         raise CmeError(f"unknown FER+ variant {cfg.variant!r}; choose one of {', '.join(VARIANTS)}")
     tasks, pre, sources = plan(cfg.fer_csv, cfg.ferplus_csv, cfg.variant, cfg.shard_size)
+    synthetic = ({"synthetic": True} if provenance.synthetic_inputs(cfg.fer_csv, cfg.ferplus_csv)
+                 else {})
     return records.build(
         out_dir, schema_lib.FERPLUS_SCHEMA, tasks, encode_fn=encode_row,
         config=dataclasses.asdict(cfg), sources=sources, pre_skipped=pre,
         extra={"variant": cfg.variant, "image_size": [schema_lib.FER_SIZE, schema_lib.FER_SIZE, 1],
                "image_encoding": PNG_ENCODING,
                "classes": list(emotions.FERPLUS_VOTE_COLUMNS if cfg.variant == "full"
-                               else emotions.FERPLUS)},
+                               else emotions.FERPLUS), **synthetic},
         workers=cfg.workers, overwrite=overwrite, desc="ferplus", unit="row",
         key_extra=PNG_ENCODING)   # records of an older encoder are not resumed as these

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..utils import CmeError
 from . import records, schema as schema_lib
 from .emovox import dominant_label
@@ -92,6 +92,8 @@ def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: 
                                           "logit of the track (protocol §7.1)",
                   "source_records": {"dir": str(src_dir), "skipped": src.get("skipped", {}),
                                      "corrupt_shards_skipped": len(bad)}})
+    if teacher.get("provenance") == provenance.DEMO:    # labels from a demo teacher
+        extra["synthetic"] = True
     try:
         return records.build(
             dst_dir, schema_lib.EMOVOX_SCHEMA, tasks,

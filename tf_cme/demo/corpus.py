@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import emotions
 from ..audio.io import write_wav
+from ..provenance import MARKER
 from ..utils import CmeError, progress
 from .files import jpeg
 from .synth import faces as F
@@ -596,6 +597,10 @@ def write_mp4(path: Path, frames: np.ndarray, audio_int16: np.ndarray, rate: int
 
 # --------------------------------------------------------------------------- main entry
 
+MARKER_TEXT = ("synthetic: made by tf_cme.demo.corpus. Records built from this folder are "
+               "marked synthetic, and models trained on them are demo models whose labels "
+               "mean nothing on real data.\n")
+
 README = """# tf-cme demo corpus (synthetic)
 
 Everything in this folder is **synthetic**: procedurally rendered faces and source-filter
@@ -687,6 +692,10 @@ def generate(out, seed: int = 0, size: str = "small", force: bool = False,
             dominant_table=_dominant_table(vox["dominant_counts"])))
         (tmp / "config.json").write_text(json.dumps(
             {"seed": int(seed), "size": size, "synthetic": True}, indent=2, sort_keys=True) + "\n")
+        # every folder a record builder reads says it is synthetic: the records' manifest
+        # and every model trained on them carry it (tf_cme.provenance)
+        for folder in (tmp, *sorted(d for d in tmp.iterdir() if d.is_dir())):
+            (folder / MARKER).write_text(MARKER_TEXT)
         # swap into place
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import emotions
+from .. import emotions, provenance
 from ..utils import CmeError, read_json, write_bytes_atomic, write_json
 from ..data.schema import EMOVOX_SPLITS
 from ..metrics import contract, plots
@@ -125,10 +125,29 @@ def collect(parts: dict[str, Path | None]) -> dict:
     data["timings"] = _read(parts["timings"]) if parts.get("timings") else {}
     tfl = parts.get("tflite")
     data["tflite"] = _read(tfl) if tfl else None
+    data["caveats"] = _caveats(parts, data)
     t = data.get("teacher", {}).get("metrics", {})
     data["teacher_accuracy"] = {"val": t.get(contract.TEACHER_VAL_ACCURACY),
                                 "test": t.get(contract.TEACHER_TEST_ACCURACY)}
     return data
+
+
+def _caveats(parts: dict, data: dict) -> list[str]:
+    """The demo caveats (tf_cme.provenance) of the models behind the report: from each
+    part's metrics.json (evaluations write ``caveat``) and the runs' model.keras metadata."""
+    from ..models.io import read_metadata
+    found = []
+    for part in PARTS:
+        c = (data.get(part) or {}).get("metrics", {}).get("caveat")
+        folder = parts.get(part)
+        if not c and folder is not None and (Path(folder) / "model.keras").is_file():
+            try:
+                c = provenance.caveat(read_metadata(Path(folder) / "model.keras"))
+            except CmeError:
+                c = None
+        if c and c not in found:
+            found.append(c)
+    return found
 
 
 def build_summary(data: dict) -> dict:
@@ -337,6 +356,9 @@ def _gallery(page: _Page, eval_dir: Path, cfg: ReportConfig):
 def render(data: dict, parts: dict, out: Path, cfg: ReportConfig, summary: dict) -> _Page:
     page = _Page(out)
     page.heading(cfg.title, 1)
+    for c in data.get("caveats") or []:
+        text = c[0].upper() + c[1:] + "."
+        page.raw(f"\n**{text}**\n", f"<p><strong>{html.escape(text)}</strong></p>")
     page.para("Sources: " + ", ".join(f"{k} = {v}" for k, v in data["parts"].items() if v))
 
     page.heading("Summary")

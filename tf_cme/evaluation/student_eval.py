@@ -37,7 +37,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..data import schema as schema_lib
 from ..metrics import contract, plots
 from ..metrics import roc as roc_lib
@@ -97,6 +97,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     if cfg.frames_records:
         open_records(cfg.frames_records)
     model, model_path = load_student(run)
+    origin = provenance.model_info(getattr(model, "cme_metadata", None))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scorer = StudentScorer(model, batch_size=cfg.batch_size,
@@ -222,6 +223,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
 
     metrics = {
         "model": str(model_path),
+        # where the weights came from; the demo caveat (tf_cme.provenance)
+        "provenance": origin["provenance"], "caveat": origin["caveat"],
         "records": str(records) if clips is None else "<in-memory clips>",
         "ignore": ignore,
         "auc": {split: {e: r.to_json() for e, r in per.items()} for split, per in results.items()},

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..runs import Run
 from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
@@ -39,7 +39,9 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
     if list(classes) != list(emotions.FERPLUS):
         raise CmeError(f"{model_path}: model classes {classes} are not the FER+ classes")
     run = Run.create(out_dir)
-    out: dict = {"model": str(model_path), "records": str(records)}
+    info = provenance.model_info(md)
+    out: dict = {"model": str(model_path), "records": str(records),
+                 "provenance": info["provenance"], "caveat": info["caveat"]}
     predict_fn = make_predict_fn(model)
     for split in splits:
         logits, labels, _ = predict_split(model, records, split, batch_size=batch_size,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..provenance import imported as provenance_imported
 from ..utils import CmeError, file_sha256
 from .matconvnet import fit_shape, read_dagnn
 
@@ -196,22 +197,45 @@ def sha256(path: str | os.PathLike) -> str:
     return file_sha256(path)
 
 
+STEM = "conv1_7x7_s2"     # the stem convolution: 64 filters at width 1
+
+
+def infer_width(params: dict[str, np.ndarray], fmt: str, path="weights") -> float:
+    """The channel multiplier of a teacher file: its stem's filter count / 64 (1.0 for the
+    released weights)."""
+    names = ([f"{STEM}_filter", f"{STEM}f"] if fmt == "matconvnet" else [f"{STEM}.weight"])
+    for n in names:
+        if n in params:
+            v = np.asarray(params[n])
+            cout = (v.shape[3] if v.ndim == 4 else 1) if fmt == "matconvnet" else v.shape[0]
+            return cout / 64.0
+    raise CmeError(f"{path}: missing parameter {names[0]!r} (not a ResNet-50 / SE-ResNet-50 "
+                   f"teacher?)")
+
+
 def import_weights(src: str | os.PathLike, out: str | os.PathLike, *, arch: str | None = None,
-                   base: bool = False, width: float = 1.0, input_size: int = 224,
-                   dropout: float = 0.5):
+                   base: bool = False, width: float | None = 1.0, input_size: int = 224,
+                   dropout: float = 0.5, extra_metadata: dict | None = None):
     """Import a ``.mat`` / ``.pth`` teacher into a registry model and save it to ``out``
-    (``.keras`` with metadata). Returns the model. Nothing is written on error."""
+    (``.keras`` with metadata). ``width=None`` reads the width from the file's stem.
+    ``extra_metadata`` is merged into the saved metadata. Returns the model. Nothing is
+    written on error. The metadata's ``provenance`` is ``imported:<sha256 of src>``."""
     from .io import save_model
     from .registry import build_model
     arch = arch or guess_arch(src)
     if arch not in ARCHS:
         raise CmeError(f"unknown teacher architecture {arch!r} (one of {', '.join(ARCHS)})")
     params, fmt = load_params(src)
+    if width is None:
+        width = infer_width(params, fmt, src)
     model = build_model(arch, width=width, input_size=input_size, dropout=dropout)
     summary = assign_weights(model, params, fmt, path=src, base=base)
     md = dict(model.cme_metadata)
-    md["imported_from"] = {"file": Path(src).name, "format": fmt, "sha256": sha256(src),
+    digest = sha256(src)
+    md["imported_from"] = {"file": Path(src).name, "format": fmt, "sha256": digest,
                            "base": bool(base), **summary}
+    md["provenance"] = provenance_imported(digest)
+    md.update(extra_metadata or {})
     model.cme_metadata = md
     save_model(model, out)
     return model

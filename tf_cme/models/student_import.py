@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import CmeError
+from ..provenance import imported as provenance_imported
+from ..utils import file_sha256 as sha256
 from .matconvnet import DagNN, fit_shape, read_dagnn
 
 CONV_ORDER = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "prediction")
@@ -131,8 +133,10 @@ def load_student_weights(model, net: DagNN) -> dict:
 
 
 def import_student(path: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                   dither: bool = True, crop: str = "none"):
-    """Read ``emovoxceleb-student.mat`` into the Keras student (saved to ``out`` if given)."""
+                   dither: bool = True, crop: str = "none", extra_metadata: dict | None = None):
+    """Read ``emovoxceleb-student.mat`` into the Keras student (saved to ``out`` if given).
+    The metadata's ``provenance`` is ``imported:<sha256 of the file>``; ``extra_metadata``
+    is merged into it."""
     from . import build_model
     from .io import save_model
     path = Path(path)
@@ -148,8 +152,11 @@ def import_student(path: str | os.PathLike, out: str | os.PathLike | None = None
     width = cout / 96.0
     model = build_model("emovoxceleb-student", width=width, dither=dither, crop=crop)
     info = load_student_weights(model, net)
+    digest = sha256(path)
     model.cme_metadata["imported_from"] = {"file": path.name, "format": "matconvnet",
-                                           **info}
+                                           "sha256": digest, **info}
+    model.cme_metadata["provenance"] = provenance_imported(digest)
+    model.cme_metadata.update(extra_metadata or {})
     if out is not None:
         save_model(model, out)
     return model

@@ -62,7 +62,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .. import emotions
+from .. import emotions, provenance
 from ..audio.frontend import MIN_BUCKET_FRAMES, SAMPLE_RATE
 from ..models.student import MIN_SERVING_SAMPLES, SERVING_CROP
 from ..models.io import input_size
@@ -386,6 +386,9 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
             "name": name, "kind": kind, "version": version, "source": source,
             "signatures": signatures, "class_names": list(emotions.FERPLUS),
             "embedding_dim": emb_dim, "model_metadata": md, "config": config or {},
+            # where the weights came from, and the demo caveat (tf_cme.provenance)
+            "provenance": provenance.model_info(md)["provenance"],
+            "caveat": provenance.caveat(md),
             "input_keys": {sig: key for (k, sig), key in INPUT_KEYS.items() if k == kind},
         }
         if kind == "student":

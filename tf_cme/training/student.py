@@ -312,11 +312,14 @@ def _build_student(cfg: StudentTrainConfig, synchronized: bool = False):
     return student
 
 
-def _save_student(student, path) -> Path:
-    """Write ``student`` as the model file a later stage loads (``model.keras``)."""
+def _save_student(student, path, origin: dict | None = None) -> Path:
+    """Write ``student`` as the model file a later stage loads (``model.keras``), its
+    metadata completed by ``origin`` (provenance, trained_on, synthetic)."""
     from ..models.io import save_model
     from ..models.student import with_frontend
-    return save_model(with_frontend(student, synchronized=False), path)
+    final = with_frontend(student, synchronized=False)
+    final.cme_metadata = {**final.cme_metadata, **(origin or {})}
+    return save_model(final, path)
 
 
 def checkpoint_epochs(run_dir) -> list[int]:
@@ -349,7 +352,42 @@ def epoch_model(run_dir, epoch: int) -> Path:
     status.expect_partial().assert_existing_objects_matched()
     out = run.path / "epochs"
     out.mkdir(exist_ok=True)
-    return _save_student(student, out / f"model-{epoch}.keras")
+    return _save_student(student, out / f"model-{epoch}.keras", _run_origin(run, cfg))
+
+
+def _run_origin(run: Run, cfg: StudentTrainConfig) -> dict:
+    """The provenance of a run's students: from its model.keras when written, else from
+    its records (when still there), else "unknown"."""
+    keys = ("provenance", "trained_on", "synthetic")
+    if run.model_path.exists():
+        from ..models.io import read_metadata
+        md = read_metadata(run.model_path)
+        return {k: md[k] for k in keys if k in md}
+    try:
+        from ..data.records import manifest_digest
+        return _provenance(cfg, manifest_digest(cfg.records))
+    except (CmeError, OSError):
+        return {"provenance": "unknown"}
+
+
+def _provenance(cfg: StudentTrainConfig, digest: str | None) -> dict:
+    """``provenance`` (and ``trained_on``) of the student distilled from ``cfg.records``:
+    ``demo-synthetic`` when the records (or the online teacher) come from the demo corpus,
+    else ``trained:<records manifest sha256>`` (tf_cme.provenance)."""
+    from .. import provenance
+    from ..data import records as records_lib
+    if digest is None:        # dataset_fn: records not read from disk (tests)
+        return {"provenance": "trained:dataset_fn", "trained_on": {"records": None},
+                "synthetic": False}
+    manifest = records_lib.read_manifest(cfg.records, expect_schema="emovox")
+    synthetic = bool(manifest.get("synthetic"))
+    if cfg.teacher:
+        from ..models.io import read_metadata
+        synthetic = synthetic or provenance.is_demo(read_metadata(cfg.teacher))
+    md = {"provenance": provenance.trained({"synthetic": synthetic}, digest),
+          "trained_on": {"records": str(cfg.records), "manifest_sha256": digest},
+          "synthetic": synthetic}
+    return md
 
 
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
@@ -377,6 +415,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
     teacher_info = None
+    origin: dict = {}
     if cfg.teacher:
         from ..models.importers import sha256
         teacher_info = {"path": str(cfg.teacher), "sha256": sha256(Path(cfg.teacher))}
@@ -387,6 +426,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         sources = {"records": digest}
         if teacher_info:
             sources["teacher"] = teacher_info["sha256"]
+        origin = _provenance(cfg, digest)
         run.start_or_resume(cur, sources=sources, may_change=MAY_CHANGE,
                             started=_read_state(run.checkpoints)["mini_epoch"] > 0,
                             override=allow_changed)
@@ -488,7 +528,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     metrics = {}
     if chief:
         if save_model:
-            _save_student(student, run.model_path)
+            _save_student(student, run.model_path, origin)
         metrics = contract.update_metrics(
             run.path, contract.STUDENT,
             student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,

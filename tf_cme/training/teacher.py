@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import emotions
+from .. import emotions, provenance
 from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
 from ..runs import Run
@@ -249,6 +249,10 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     run = Run.create(run_dir)
     ckpt_path = run.checkpoints / CHECKPOINT
     sources = {"records": records_lib.manifest_digest(cfg.records)}
+    # where the saved weights come from (tf_cme.provenance): the records, whatever the init
+    origin = {"provenance": provenance.trained(manifest, sources["records"]),
+              "trained_on": {"records": str(cfg.records), "manifest_sha256": sources["records"]},
+              "synthetic": bool(manifest.get("synthetic"))}
     if cfg.init:
         from ..models.importers import sha256
         sources["init"] = sha256(cfg.init) if Path(cfg.init).is_file() else None
@@ -365,7 +369,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             state["best_recall"] = recall
             model.cme_metadata = {**model.cme_metadata, "training": {
                 "epoch": epoch + 1, "val_accuracy": val_acc, "loss": loss_name,
-                "records": str(cfg.records), "init": cfg.init or None}}
+                "records": str(cfg.records), "init": cfg.init or None}, **origin}
             save_model(model, run.model_path)
         save_checkpoint(ckpt_path, model, opt, state)
         epochs_run += 1

@@ -1,0 +1,67 @@
+"""Where a model's weights came from, and the caveat a demo model carries (protocol §11).
+
+A model's metadata (``.keras`` member, export metadata) holds ``provenance``:
+
+- ``imported:<sha256>``: converted from a weights file (import-weights, import-student,
+  ``weights fetch/import``), the sha256 of that file;
+- ``trained:<sha256>``: trained on a record set, the digest of its ``manifest.json``
+  (:func:`tf_cme.data.records.manifest_digest`);
+- ``demo-synthetic``: trained on records built from the synthetic demo corpus. The corpus
+  writes :data:`MARKER` into each of its folders; record builders that read from a folder
+  holding it write ``"synthetic": true`` into their manifest, labelled records keep it,
+  and the trainers turn it into this provenance.
+
+:func:`caveat` is the one sentence every output carries for such a model (predict,
+evaluate-student / evaluate-teacher, the report, the export metadata).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: file the demo corpus writes in each of its folders (its content says why)
+MARKER = "SYNTHETIC"
+DEMO = "demo-synthetic"
+STUDENT_CAVEAT = "demo model: trained on synthetic voices; its labels mean nothing on real speech"
+TEACHER_CAVEAT = "demo model: trained on synthetic faces; its labels mean nothing on real faces"
+
+
+def imported(digest: str) -> str:
+    return f"imported:{digest}"
+
+
+def trained(manifest: dict, digest: str) -> str:
+    """The provenance of a model trained on records with ``manifest`` (sha256 ``digest``)."""
+    return DEMO if manifest.get("synthetic") else f"trained:{digest}"
+
+
+def synthetic_inputs(*paths: str | os.PathLike | None) -> bool:
+    """True when any input folder (or a file's folder) holds the demo corpus's marker."""
+    for p in paths:
+        if not p:
+            continue
+        p = Path(p)
+        folder = p if p.is_dir() else p.parent
+        if (folder / MARKER).is_file():
+            return True
+    return False
+
+
+def is_demo(md: dict | None) -> bool:
+    md = md or {}
+    return md.get("provenance") == DEMO or bool(md.get("synthetic"))
+
+
+def caveat(md: dict | None) -> str | None:
+    """The demo caveat for a model with metadata ``md`` (None for any other model)."""
+    if not is_demo(md):
+        return None
+    return TEACHER_CAVEAT if (md or {}).get("kind") == "teacher" else STUDENT_CAVEAT
+
+
+def model_info(md: dict | None, source: str | None = None) -> dict:
+    """``{"name", "source", "provenance", "caveat"}``: what outputs say about their model.
+    A model without metadata (a .tflite file) has provenance "unknown"."""
+    md = md or {}
+    return {"name": md.get("name"), "source": source,
+            "provenance": md.get("provenance") or "unknown", "caveat": caveat(md)}
