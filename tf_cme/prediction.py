@@ -322,7 +322,8 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConf
     result: dict[str, Any] = {"file": str(path), "status": "error", "message": "",
                               "label": None, "probabilities": None,
                               # the model: where its weights came from, the demo caveat
-                              "model": predictor.info}
+                              # (None when no file could be read: the model was not loaded)
+                              "model": predictor.info if predictor is not None else None}
     try:
         if not path.exists():
             raise CmeError(f"{path}: no such file")
