@@ -221,10 +221,10 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig,
     from .serving.export import MIN_SAMPLES
     refuse_below = MIN_SAMPLES if predictor.fixed_samples else predictor.min_samples
     if x.size < refuse_below:
-        raise CmeError(f"short: {x.size / SAMPLE_RATE:.3f} s is below the student's minimum "
-                       f"of {refuse_below / SAMPLE_RATE:.3f} s ({refuse_below} samples, 100 "
-                       f"spectrogram frames): not scored (the exported model's signatures "
-                       f"refuse it too; protocol §3.2)")
+        raise CmeError(f"short: {x.size / SAMPLE_RATE:.3f} s ({x.size} samples) is below the "
+                       f"student's minimum of {refuse_below / SAMPLE_RATE:.3f} s "
+                       f"({refuse_below} samples, 100 spectrogram frames): not scored (the "
+                       f"exported model's signatures refuse it too; protocol §3.2)")
     win = max(int(round(cfg.window * SAMPLE_RATE)), predictor.min_samples, 1)
     if predictor.fixed_samples:                      # a .tflite student: its own window
         win = predictor.fixed_samples
