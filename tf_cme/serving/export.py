@@ -41,8 +41,8 @@ logits behind the calibration layer were computed, so the calibrated signature s
 inputs it was fitted on. Clips are therefore used whole up to 10.015 s (1,000 frames);
 longer clips are scored on their central 10 s; `predict.py` covers long files with a
 timeline of sliding windows instead. The original code does not handle clips under 100
-frames (1.015 s); the exported graph rejects them with a clear error rather than guess
-(predict.py zero-pads short clips to that length, as training does for short clips).
+frames (1.015 s); the exported graph rejects them with a clear error rather than guess,
+and predict.py refuses the same clips (one decision for one file, protocol §3.2).
 
 In-graph input checks (``tf.debugging`` asserts, so TF Serving answers with an
 INVALID_ARGUMENT error whose message says what is wrong, never with NaN scores): empty
