@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import struct
 
 import numpy as np
@@ -312,3 +311,27 @@ def test_from_wav_still_answers_good_wavs(student_sm, tiny):
     ref2 = student_sm.signatures["serving_default"](waveform=tf.constant(mono[None]))
     np.testing.assert_allclose(out["logits"].numpy()[1], ref2["logits"].numpy()[0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_rest_client_reads_the_header_problem(tiny):
+    """Through the loopback stand-in for TF Serving (its error text is the graph's): a
+    REST client of from_wav gets HTTP 400 with the reason, not only the DecodeWav node."""
+    from tf_cme.serving.client import RestClient, ServingError
+    from tf_cme.serving.testdouble import ServingTestDouble
+    name = "emovoxceleb-student"
+    good = _good()
+    with ServingTestDouble({name: tiny["export"] / name}) as d:
+        client = RestClient(name, d.rest_url, signature="from_wav")
+        out = client.predict({"audio_bytes": np.array([good], dtype=object)})
+        assert np.asarray(out["logits"]).shape == (1, 8)
+        with pytest.raises(ServingError) as e:
+            client.predict({"audio_bytes": np.array([good[:44 + 64]], dtype=object)})
+        assert f"HTTP 400: truncated WAV: header says {len(good) - 44} bytes of data, " \
+               f"request holds 64" in str(e.value)
+        with pytest.raises(ServingError, match=r"HTTP 400: unsupported WAV format: float "
+                                               r"\(code 3\); send 16-bit PCM"):
+            client.predict({"audio_bytes": np.array(
+                [_wav_bytes(_speech(20000), subtype="FLOAT")], dtype=object)})
+        with pytest.raises(ServingError, match="HTTP 400: not a WAV file: no RIFF header"):
+            client.predict({"audio_bytes": np.array([b"ID3\x03 an mp3, not a wav"],
+                                                    dtype=object)})

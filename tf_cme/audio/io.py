@@ -37,7 +37,8 @@ import numpy as np
 
 from tf_cme.utils import CmeError, atomic_path
 
-__all__ = ["load_audio", "Audio", "Truncation", "wav_truncation", "audio_info", "write_wav", "audio_dbfs", "Level", "DBFS_FLOOR",
+__all__ = ["load_audio", "Audio", "Truncation", "wav_truncation", "audio_info",
+           "write_wav", "audio_dbfs", "Level", "DBFS_FLOOR",
            "WAV_EXTS", "SNDFILE_EXTS", "CONTAINER_EXTS", "BACKENDS"]
 
 WAV_EXTS = frozenset({".wav", ".wave"})

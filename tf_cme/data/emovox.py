@@ -23,8 +23,9 @@ Three sources:
 
 Skip reasons (manifest ``skipped``): ``missing_audio``, ``unreadable_audio``,
 ``empty_audio``, ``truncated_audio`` (a WAV whose header promises more samples than
-the file holds: not the recording the corpus lists), ``silent_audio`` (all samples zero), ``no_frames`` (track with
-no frame files), ``missing_frame_file``, ``no_face``, ``no_logits``.
+the file holds: not the recording the corpus lists), ``silent_audio`` (all samples
+zero), ``no_frames`` (track with no frame files), ``missing_frame_file``, ``no_face``,
+``no_logits``.
 """
 from __future__ import annotations
 

@@ -236,8 +236,8 @@ def check_wav_header(audio_bytes):
     fmt, a fmt chunk of other than 16 or 18 bytes), ``unsupported WAV format: float
     (code 3); send 16-bit PCM ...``, ``unsupported WAV format: 24-bit PCM; ...``,
     ``truncated WAV: the request ends inside the fmt chunk ...``, ``truncated WAV: no
-    data chunk ...``, ``truncated WAV: header says N bytes of data, request holds M``.  The checks run in that order (each behind the one before),
-    so the first problem is the one reported."""
+    data chunk ...``, ``truncated WAV: header says N bytes of data, request holds M``.
+    Each check runs behind the one before it, so the first problem is the one reported."""
     import tensorflow as tf
     b = tf.reshape(audio_bytes, [])
     n = tf.strings.length(b)                                  # bytes (unit "BYTE")
