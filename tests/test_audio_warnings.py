@@ -270,7 +270,13 @@ def _bad_inputs():
          f"truncated WAV: header says {len(good) - 44} bytes of data, request holds 20000"),
         ("header cut", good[:30], "truncated WAV: the request ends inside the fmt chunk, "
                                   "after 30 bytes"),
-        ("no data chunk", good[:36], "truncated WAV: no data chunk in the 36 bytes"),
+        ("no data chunk", good[:36],
+         "truncated or unsupported WAV: no data chunk found in the 36 bytes of the request"),
+        # RIFF pads an odd-sized chunk; decode_wav does not skip the pad byte (the walk
+        # then runs past the end: the message stays readable text)
+        ("odd chunk, padded", good[:36] + b"LIST" + struct.pack("<I", 5) + b"ab\xffde\0"
+         + good[36:], "truncated or unsupported WAV: no data chunk found in the "
+                      f"{len(good) + 14} bytes"),
         ("float", _wav_bytes(_speech(20000), subtype="FLOAT"),
          "unsupported WAV format: float (code 3); send 16-bit PCM (format code 1) WAV"),
         ("24-bit", _wav_bytes(_speech(20000), subtype="PCM_24"),

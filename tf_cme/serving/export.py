@@ -235,8 +235,9 @@ def check_wav_header(audio_bytes):
     file: no WAVE form type``, ``unsupported WAV layout: ...`` (another chunk before
     fmt, a fmt chunk of other than 16 or 18 bytes), ``unsupported WAV format: float
     (code 3); send 16-bit PCM ...``, ``unsupported WAV format: 24-bit PCM; ...``,
-    ``truncated WAV: the request ends inside the fmt chunk ...``, ``truncated WAV: no
-    data chunk ...``, ``truncated WAV: header says N bytes of data, request holds M``.
+    ``truncated WAV: the request ends inside the fmt chunk ...``, ``truncated or
+    unsupported WAV: no data chunk found ...``, ``truncated WAV: header says N bytes of
+    data, request holds M``.
     Each check runs behind the one before it, so the first problem is the one reported."""
     import tensorflow as tf
     b = tf.reshape(audio_bytes, [])
@@ -301,10 +302,13 @@ def check_wav_header(audio_bytes):
 
     with tf.control_dependencies(deps):
         off, found = tf.while_loop(more, step, [20 + fmt_size, tf.constant(False)])
-    check(found, "truncated WAV: no data chunk in the ", tf.strings.as_string(n),
-          " bytes of the request")
-    declared = uint(off + 4, 4)
-    held = tf.maximum(n64 - off - 8, 0)
+    check(found, "truncated or unsupported WAV: no data chunk found in the ",
+          tf.strings.as_string(n), " bytes of the request (tf.audio.decode_wav walks the "
+          "chunks without the pad byte after an odd-sized one)")
+    with tf.control_dependencies(deps):     # off + 8 <= n from here on (found)
+        off = tf.minimum(off, tf.maximum(n64 - 8, 0))
+        declared = uint(off + 4, 4)
+        held = tf.maximum(n64 - off - 8, 0)
     check(declared <= held,
           "truncated WAV: header says ", tf.strings.as_string(declared), " bytes of data, "
           "request holds ", tf.strings.as_string(held))
