@@ -253,6 +253,15 @@ def _good(seconds=1.3, rate=RATE):
     return _wav_bytes(_speech(int(seconds * rate), 5), rate)
 
 
+def _extensible(plain):
+    """``plain`` (16-bit mono) with a 40-byte WAVE_FORMAT_EXTENSIBLE fmt chunk."""
+    body = struct.pack("<HHIIHH", 0xFFFE, 1, RATE, 2 * RATE, 2, 16)
+    body += struct.pack("<HHI", 22, 16, 4) + struct.pack("<H", 1) + bytes(14)   # sub-format PCM
+    rest = plain[36:]
+    head = b"WAVE" + b"fmt " + struct.pack("<I", len(body)) + body
+    return b"RIFF" + struct.pack("<I", len(head) + len(rest)) + head + rest
+
+
 def _bad_inputs():
     good = _good()
     junk_first = good[:12] + b"JUNK" + struct.pack("<I", 4) + b"abcd" + good[12:]
@@ -281,6 +290,8 @@ def _bad_inputs():
          "unsupported WAV format: float (code 3); send 16-bit PCM (format code 1) WAV"),
         ("24-bit", _wav_bytes(_speech(20000), subtype="PCM_24"),
          "unsupported WAV format: 24-bit PCM; send 16-bit PCM"),
+        ("extensible", _extensible(good),
+         "unsupported WAV format: WAVE_FORMAT_EXTENSIBLE (code 65534); send 16-bit PCM"),
         ("mu-law", _wav_bytes(_speech(20000), subtype="ULAW"),
          "unsupported WAV format: mu-law (code 7)"),
         ("chunk before fmt", junk_first,
