@@ -190,7 +190,9 @@ def test_scores_match_the_keras_student(files, tiny):
                                    atol=2e-5)
 
 
-def test_short_clip_is_padded_and_csv(tmp_path, tiny):
+def test_short_clip_is_refused_and_csv(tmp_path, tiny):
+    """A clip under the student's 1.015 s is not scored (the exported signatures refuse
+    it too: one decision, tests/test_audio_warnings.py); the other files are."""
     short = tmp_path / "short.wav"
     sf.write(short, _signal(16000, 0.5, 1, 4), 16000, subtype="PCM_16")
     long = tmp_path / "long.flac"
@@ -198,12 +200,14 @@ def test_short_clip_is_padded_and_csv(tmp_path, tiny):
     cfg = prediction.PredictConfig(model=str(tiny["export"] / "emovoxceleb-student"),
                                    window=2.0, hop=1.5)
     res = prediction.predict_files([short, long], cfg)
-    _check_scores(res[0])
-    assert "zero-padded" in res[0]["message"]
+    assert res[0]["status"] == "error" and res[0]["probabilities"] is None
+    assert f"{short}: short: 0.500 s (8000 samples) is below the student's minimum of " \
+        f"1.015 s" in res[0]["message"]
     assert [t["start_s"] for t in res[1]["timeline"]] == [0.0, 1.5, 3.0]
     rows = list(csv.DictReader(io.StringIO(prediction.to_csv(res))))
     assert [r["segment"] for r in rows] == ["file", "file", "window", "window", "window"]
-    assert rows[0]["file"] == str(short) and rows[0]["status"] == "ok"
+    assert rows[0]["file"] == str(short) and rows[0]["status"] == "error"
+    assert rows[1]["status"] == "ok" and rows[1]["warnings"] == ""
     assert sum(float(rows[2][n]) for n in emotions.FERPLUS) == pytest.approx(1.0, abs=1e-4)
     assert list(rows[0])[-8:] == list(emotions.FERPLUS)
 

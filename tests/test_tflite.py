@@ -113,6 +113,17 @@ def test_student_and_teacher_tflite_builtin_parity_and_predict(runs, tmp_path, c
     res = res if isinstance(res, list) else res["results"]
     assert [r["status"] for r in res] == ["ok", "ok"]
     assert "zero-padded to the TFLite student's fixed window" in res[0]["message"]
+    assert res[0]["warnings"] == ["short: 1.875 s is below the TFLite student's fixed window "
+                                  "of 4.024 s (padded)"]
+    assert res[1]["warnings"] == []
+    # under the student's 1.015 s: refused, as by the SavedModel (one decision)
+    sf.write(tmp_path / "tiny.wav", _speech(8000), 16000)
+    assert run_script_inprocess("predict.py", "--model",
+                                out / "tflite" / "emovoxceleb-student-4.024s.tflite",
+                                "--format", "json", tmp_path / "tiny.wav") == 1
+    (r,) = json.loads(capsys.readouterr().out)
+    assert r["status"] == "error" and "short: 0.500 s (8000 samples) is below the " \
+        "student's minimum of 1.015 s" in r["message"]
     assert len(res[1]["timeline"]) == 3 and res[1]["timeline"][0]["end_s"] == 4.024
     p = res[1]["timeline"][0]["probabilities"]
     wav, _ = sf.read(tmp_path / "long.wav", dtype="float32")      # as predict reads it

@@ -7,9 +7,18 @@ the audio track of an mp4 / avi / mov) is read with :func:`tf_cme.audio.io.load_
 serving front end: ``crop="bucket"``, dither off, as the export does).
 
 - A file no longer than ``window`` seconds is scored whole (as the original evaluation
-  does: spectrogram statistics over the whole clip, centred 100-frame bucket). A clip
-  shorter than the student's minimum (1.015 s) is zero-padded to it, as training pads
-  short clips; the result's ``message`` says so.
+  does: spectrogram statistics over the whole clip, centred 100-frame bucket).
+- A clip shorter than the student's minimum (100 frames, 16,240 samples, 1.015 s) is
+  not scored: ``status: "error"``, ``message`` ``short: D s is below the student's
+  minimum of 1.015 s ...``. The exported signatures refuse the same clips (``audio too
+  short``), so predict.py, TF Serving and evaluation (a counted skip) make one decision
+  for one file (protocol §3.2). A ``.tflite`` student has one fixed window: clips
+  between 1.015 s and that window are zero-padded to it, with a ``short:`` warning.
+- Every result has ``warnings`` (a list; in CSV a ``;``-joined column):
+  ``truncated: header says N samples, file holds M`` (a WAV cut short: what it holds
+  is scored), ``clipped: K samples beyond ±1`` (a float WAV; scored clipped to ±1, the
+  range of the 16-bit audio the student was trained and is served on), ``short: ...``
+  (a ``.tflite`` student's padding).
 - A longer file gets a ``timeline``: windows of ``window`` seconds every ``hop``
   seconds (the last one aligned with the end of the file), each scored on its own; the
   file's ``probabilities`` are the mean over its non-silent windows.
@@ -42,6 +51,7 @@ from .audio.constants import SAMPLE_RATE, TRAIN_CROP_SECONDS
 from .utils import CmeError
 
 DEFAULT_MODEL = "runs/demo/export/emovoxceleb-student"
+
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 
 
@@ -204,8 +214,11 @@ def window_starts(n: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict:
-    """Score one 16 kHz mono waveform: status, label, probabilities, timeline."""
+def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig,
+                warnings: list[str] | None = None) -> dict:
+    """Score one 16 kHz mono waveform: status, label, probabilities, timeline, and
+    ``warnings`` (the given list, to which a .tflite student's padding is added).
+    ``CmeError`` for empty, non-finite or too short audio (module docstring)."""
     from .audio.io import audio_dbfs
     x = np.asarray(x, np.float32).reshape(-1)
     if x.size == 0:
@@ -217,6 +230,17 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict
     level = float(lvl.peak_dbfs)
     result["peak_dbfs"] = round(level, 2)
     result["rms_dbfs"] = round(float(lvl.rms_dbfs), 2)
+    if warnings is None:
+        warnings = []
+    result["warnings"] = warnings
+    # the exported signatures' minimum (100 frames, 1.015 s, protocol §3.2): one decision
+    from .serving.export import MIN_SAMPLES
+    refuse_below = MIN_SAMPLES if predictor.fixed_samples else predictor.min_samples
+    if x.size < refuse_below:
+        raise CmeError(f"short: {x.size / SAMPLE_RATE:.3f} s ({x.size} samples) is below the "
+                       f"student's minimum of {refuse_below / SAMPLE_RATE:.3f} s "
+                       f"({refuse_below} samples, 100 spectrogram frames): not scored (the "
+                       f"exported model's signatures refuse it too; protocol §3.2)")
     win = max(int(round(cfg.window * SAMPLE_RATE)), predictor.min_samples, 1)
     if predictor.fixed_samples:                      # a .tflite student: its own window
         win = predictor.fixed_samples
@@ -229,11 +253,13 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig) -> dict
     messages = []
     if x.size <= win:
         clip = x
-        if clip.size < predictor.min_samples:
-            what = ("TFLite student's fixed window" if predictor.fixed_samples
-                    else "student's minimum")
+        if clip.size < predictor.min_samples:       # only a .tflite student's window
             messages.append(f"clip of {clip.size / SAMPLE_RATE:.3f} s zero-padded to the "
-                            f"{what} {predictor.min_samples / SAMPLE_RATE:.3f} s")
+                            f"TFLite student's fixed window "
+                            f"{predictor.min_samples / SAMPLE_RATE:.3f} s")
+            warnings.append(f"short: {clip.size / SAMPLE_RATE:.3f} s is below the TFLite "
+                            f"student's fixed window of "
+                            f"{predictor.min_samples / SAMPLE_RATE:.3f} s (padded)")
             clip = np.pad(clip, (0, predictor.min_samples - clip.size))
         probs = predictor(clip[None])["probabilities"][0]
         result.update(status="ok", message="; ".join(messages), **_scores(probs))
@@ -319,18 +345,23 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConf
     """One file's result dict; never raises for bad input (``status: error``)."""
     from .audio.io import load_audio
     path = Path(path)
+    warnings: list[str] = []
     result: dict[str, Any] = {"file": str(path), "status": "error", "message": "",
-                              "label": None, "probabilities": None,
+                              "warnings": warnings, "label": None, "probabilities": None,
                               # the model: where its weights came from, the demo caveat
                               # (None when no file could be read: the model was not loaded)
                               "model": predictor.info if predictor is not None else None}
     try:
         if not path.exists():
             raise CmeError(f"{path}: no such file")
-        x, rate = load_audio(path, target_rate=SAMPLE_RATE, mono=True)
+        audio = load_audio(path, target_rate=SAMPLE_RATE, mono=True)
+        x, rate = audio
         if rate != SAMPLE_RATE:
             raise CmeError(f"{path}: audio came back at {rate} Hz, not {SAMPLE_RATE}")
-        result.update(score_audio(x, predictor, cfg))
+        warnings.extend(audio_warnings(audio))
+        if audio.clipped:
+            x = np.clip(x, -1.0, 1.0)
+        result.update(score_audio(x, predictor, cfg, warnings))
     except CmeError as e:
         msg = str(e)
         result["message"] = msg if str(path) in msg else f"{path}: {msg}"
@@ -353,6 +384,18 @@ def predict_file(path: str | os.PathLike, predictor: Predictor, cfg: PredictConf
                 result["message"] = "; ".join(
                     m for m in (result["message"], "faces: " + result["faces"]["message"]) if m)
     return result
+
+
+def audio_warnings(audio) -> list[str]:
+    """The notes of a :class:`tf_cme.audio.io.Audio` as predict.py's ``warnings``."""
+    out = []
+    t = audio.truncation
+    if t is not None:
+        out.append(f"truncated: {t} ({t.declared / t.rate:.3f} s promised, "
+                   f"{t.held / t.rate:.3f} s present: the part present is scored)")
+    if audio.clipped:
+        out.append(f"clipped: {audio.clipped} samples beyond ±1 (scored clipped to ±1)")
+    return out
 
 
 def _first_line(e: Exception) -> str:
@@ -380,27 +423,30 @@ def predict_files(files, cfg: PredictConfig) -> list[dict]:
 
 # --------------------------------------------------------------------------- output
 
-CSV_FIELDS = ["file", "segment", "start_s", "end_s", "status", "message", "label",
-              *emotions.FERPLUS]
+CSV_FIELDS = ["file", "segment", "start_s", "end_s", "status", "message", "warnings",
+              "label", *emotions.FERPLUS]
 
 
 def to_csv(results: list[dict]) -> str:
     """One row per file (``segment`` = file), per timeline window (``window``) and per
-    face frame (``face``); the 8 probability columns are in FER+ order."""
+    face frame (``face``); ``warnings`` (file rows) is the result's list joined with
+    ``"; "``; the 8 probability columns are in FER+ order."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
 
-    def row(file, segment, entry, start=None, end=None, message=""):
+    def row(file, segment, entry, start=None, end=None, message="", warnings=()):
         r = {"file": file, "segment": segment, "start_s": "" if start is None else start,
              "end_s": "" if end is None else end, "status": entry.get("status", "ok"),
-             "message": message, "label": entry.get("label") or ""}
+             "message": message, "warnings": "; ".join(warnings),
+             "label": entry.get("label") or ""}
         probs = entry.get("probabilities") or {}
         r.update({n: probs.get(n, "") for n in emotions.FERPLUS})
         w.writerow(r)
 
     for res in results:
-        row(res["file"], "file", res, message=res.get("message", ""))
+        row(res["file"], "file", res, message=res.get("message", ""),
+            warnings=res.get("warnings") or ())
         for t in res.get("timeline") or []:
             row(res["file"], "window", t, t["start_s"], t["end_s"])
         faces = res.get("faces") or {}

@@ -25,6 +25,7 @@ infinite samples.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
@@ -36,7 +37,8 @@ import numpy as np
 
 from tf_cme.utils import CmeError, atomic_path
 
-__all__ = ["load_audio", "audio_info", "write_wav", "audio_dbfs", "Level", "DBFS_FLOOR",
+__all__ = ["load_audio", "Audio", "Truncation", "wav_truncation", "audio_info",
+           "write_wav", "audio_dbfs", "Level", "DBFS_FLOOR",
            "WAV_EXTS", "SNDFILE_EXTS", "CONTAINER_EXTS", "BACKENDS"]
 
 WAV_EXTS = frozenset({".wav", ".wave"})
@@ -48,6 +50,42 @@ DBFS_FLOOR = -200.0     # level reported for digital silence (instead of -inf)
 
 # WAVE format tags
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+_STREAMED = 0xFFFFFFFF      # 'data' size of a WAV written to a pipe: unknown length
+
+
+@dataclasses.dataclass(frozen=True)
+class Truncation:
+    """A WAV file shorter than its header says: ``declared`` sample frames promised by
+    the 'data' chunk, ``held`` frames present, at the file's own ``rate``."""
+    declared: int
+    held: int
+    rate: int
+
+    def __str__(self) -> str:
+        return f"header says {self.declared} samples, file holds {self.held}"
+
+
+class Audio(tuple):
+    """What :func:`load_audio` returns: unpacks as ``(samples, rate)``; ``.truncation``
+    (:class:`Truncation` or None) and ``.clipped`` (the number of float WAV samples,
+    over every channel, beyond +-1) say what the reader noticed."""
+
+    def __new__(cls, samples, rate: int, truncation: Truncation | None = None,
+                clipped: int = 0):
+        obj = super().__new__(cls, (samples, rate))
+        obj.truncation, obj.clipped = truncation, int(clipped)
+        return obj
+
+    @property
+    def samples(self):
+        return self[0]
+
+    @property
+    def rate(self) -> int:
+        return self[1]
+
+    def __getnewargs__(self):
+        return (self[0], self[1], self.truncation, self.clipped)
 
 
 class _Unsupported(Exception):
@@ -67,59 +105,107 @@ def _is_riff_wave(path: Path) -> bool:
     return len(head) == 12 and head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE"
 
 
+@dataclasses.dataclass(frozen=True)
+class _WavLayout:
+    tag: int            # format tag (the sub-format's for WAVE_FORMAT_EXTENSIBLE)
+    channels: int
+    rate: int
+    block_align: int
+    bits: int
+    start: int          # byte offset of the 'data' chunk's samples
+    declared: int       # the 'data' chunk's size field, in bytes
+    available: int      # bytes the file holds from ``start`` on
+
+
+def _wav_layout(f, path: Path) -> _WavLayout:
+    """Walk the chunks of an open RIFF/WAVE file up to its 'data' chunk (the one header
+    parser: the reader and :func:`wav_truncation` use it)."""
+    riff = f.read(12)
+    if riff[:4] == b"RIFX":
+        raise _Unsupported("big-endian RIFX")
+    size = os.fstat(f.fileno()).st_size
+    fmt = None
+    while True:
+        header = f.read(8)
+        if len(header) < 8:
+            raise CmeError(f"{path}: not a valid WAV file (no 'data' chunk)")
+        cid, csize = header[:4], struct.unpack("<I", header[4:])[0]
+        if cid == b"fmt ":
+            body = f.read(csize)
+            if len(body) < 16:
+                raise CmeError(f"{path}: not a valid WAV file (short 'fmt ' chunk)")
+            tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == _EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]   # sub-format GUID's first 2 bytes
+            fmt = (tag, channels, rate, block_align, bits)
+            if csize % 2:
+                f.seek(1, 1)
+        elif cid == b"data":
+            if fmt is None:
+                raise CmeError(f"{path}: not a valid WAV file ('data' before 'fmt ')")
+            start = f.tell()
+            return _WavLayout(*fmt, start=start, declared=csize,
+                              available=max(size - start, 0))
+        else:
+            f.seek(csize + (csize % 2), 1)
+        if f.tell() >= size:
+            raise CmeError(f"{path}: not a valid WAV file (no 'data' chunk)")
+
+
+def _truncation(lay: _WavLayout) -> Truncation | None:
+    """A 'data' chunk that promises more bytes than the file holds.  The size field
+    0xFFFFFFFF marks a streamed file of unknown length (not a truncation)."""
+    if lay.declared == _STREAMED or lay.declared <= lay.available or lay.block_align < 1:
+        return None
+    return Truncation(lay.declared // lay.block_align, lay.available // lay.block_align,
+                      lay.rate)
+
+
+def wav_truncation(path: str | os.PathLike) -> Truncation | None:
+    """The :class:`Truncation` of a RIFF/WAVE file from its header and size alone (no
+    decoding), None for a complete file, a streamed one or anything that is not a
+    readable WAV (the reader reports those)."""
+    path = Path(path)
+    if not _is_riff_wave(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            return _truncation(_wav_layout(f, path))
+    except (CmeError, _Unsupported, OSError):
+        return None
+
+
 def _read_wav(path: Path, max_frames: Callable[[int], int | None]):
-    """Return ``(float32 [frames, channels], rate)``; ``_Unsupported`` for codecs it
-    does not handle (compressed WAV), ``CmeError`` for broken files."""
+    """Return ``(float32 [frames, channels], rate, truncation, clipped)``;
+    ``_Unsupported`` for codecs it does not handle (compressed WAV), ``CmeError`` for
+    broken files.  A truncated file (the 'data' chunk claims more than the file holds)
+    is read as what is there and reported in ``truncation``; ``clipped`` counts the
+    float samples beyond +-1 (of every channel, in what was read)."""
     with open(path, "rb") as f:
-        riff = f.read(12)
-        if riff[:4] == b"RIFX":
-            raise _Unsupported("big-endian RIFX")
-        size = os.fstat(f.fileno()).st_size
-        fmt = None
-        while True:
-            header = f.read(8)
-            if len(header) < 8:
-                raise CmeError(f"{path}: not a valid WAV file (no 'data' chunk)")
-            cid, csize = header[:4], struct.unpack("<I", header[4:])[0]
-            if cid == b"fmt ":
-                body = f.read(csize)
-                if len(body) < 16:
-                    raise CmeError(f"{path}: not a valid WAV file (short 'fmt ' chunk)")
-                tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", body[:16])
-                if tag == _EXTENSIBLE and len(body) >= 26:
-                    tag = struct.unpack("<H", body[24:26])[0]   # sub-format GUID's first 2 bytes
-                fmt = (tag, channels, rate, block_align, bits)
-                if csize % 2:
-                    f.seek(1, 1)
-            elif cid == b"data":
-                if fmt is None:
-                    raise CmeError(f"{path}: not a valid WAV file ('data' before 'fmt ')")
-                start = f.tell()
-                tag, channels, rate, block_align, bits = fmt
-                if tag not in (_PCM, _FLOAT):
-                    raise _Unsupported(f"WAV format tag 0x{tag:04x}")
-                if channels < 1 or rate < 1:
-                    raise CmeError(f"{path}: invalid WAV header ({channels} channels, {rate} Hz)")
-                width = bits // 8
-                if bits % 8 or block_align != width * channels:
-                    raise _Unsupported(f"{bits}-bit samples, block align {block_align}")
-                if tag == _PCM and width not in (1, 2, 3, 4):
-                    raise _Unsupported(f"{bits}-bit integer PCM")
-                if tag == _FLOAT and width not in (4, 8):
-                    raise _Unsupported(f"{bits}-bit float")
-                # a streamed (size 0xFFFFFFFF) or truncated file may claim more data than
-                # it holds: read what is there
-                available = max(size - start, 0)
-                frames = min(csize, available) // block_align
-                limit = max_frames(rate)
-                if limit is not None:
-                    frames = min(frames, limit)
-                raw = f.read(frames * block_align)
-                return _pcm_to_float(raw, tag, width, channels), rate
-            else:
-                f.seek(csize + (csize % 2), 1)
-            if f.tell() >= size:
-                raise CmeError(f"{path}: not a valid WAV file (no 'data' chunk)")
+        lay = _wav_layout(f, path)
+        tag, channels, rate, block_align, bits = (lay.tag, lay.channels, lay.rate,
+                                                  lay.block_align, lay.bits)
+        if tag not in (_PCM, _FLOAT):
+            raise _Unsupported(f"WAV format tag 0x{tag:04x}")
+        if channels < 1 or rate < 1:
+            raise CmeError(f"{path}: invalid WAV header ({channels} channels, {rate} Hz)")
+        width = bits // 8
+        if bits % 8 or block_align != width * channels:
+            raise _Unsupported(f"{bits}-bit samples, block align {block_align}")
+        if tag == _PCM and width not in (1, 2, 3, 4):
+            raise _Unsupported(f"{bits}-bit integer PCM")
+        if tag == _FLOAT and width not in (4, 8):
+            raise _Unsupported(f"{bits}-bit float")
+        # a streamed (size 0xFFFFFFFF) or truncated file may claim more data than it
+        # holds: read what is there, and say so (truncation)
+        frames = min(lay.declared, lay.available) // block_align
+        limit = max_frames(rate)
+        if limit is not None:
+            frames = min(frames, limit)
+        raw = f.read(frames * block_align)
+        data = _pcm_to_float(raw, tag, width, channels)
+        clipped = int(np.count_nonzero(np.abs(data) > 1.0)) if tag == _FLOAT else 0
+        return data, rate, _truncation(lay), clipped
 
 
 def _pcm_to_float(raw: bytes, tag: int, width: int, channels: int) -> np.ndarray:
@@ -296,15 +382,17 @@ def _read_av(path: Path, max_frames: Callable[[int], int | None]):
 # public API
 # ---------------------------------------------------------------------------------------
 
-def _decode(path: Path, max_frames, backend: str):
+def _decode_data(path: Path, max_frames, backend: str):
+    """``(data, rate, truncation, clipped)`` from the backend that reads ``path``."""
     ext = path.suffix.lower()
     if backend == "av":
-        return _read_av(path, max_frames)
+        return _with_wav_notes(path, _read_av(path, max_frames))
     if backend in ("soundfile", "tfio"):
         try:
-            return (_read_sndfile if backend == "soundfile" else _read_tfio)(path, max_frames)
+            got = (_read_sndfile if backend == "soundfile" else _read_tfio)(path, max_frames)
         except _Unsupported as e:
             raise CmeError(f"{path}: cannot decode audio: {e}")
+        return _with_wav_notes(path, got)
     if backend != "auto":
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                          f"got {backend!r}")
@@ -312,15 +400,36 @@ def _decode(path: Path, max_frames, backend: str):
         try:
             return _read_wav(path, max_frames)
         except _Unsupported:
-            return _read_av(path, max_frames)
+            return _with_wav_notes(path, _read_av(path, max_frames))
     if ext in WAV_EXTS:                   # named .wav but not RIFF/WAVE: let FFmpeg probe it
-        return _read_av(path, max_frames)
+        return _read_av(path, max_frames) + (None, 0)
     if ext in SNDFILE_EXTS:
         try:
-            return _read_sndfile(path, max_frames)
+            return _read_sndfile(path, max_frames) + (None, 0)
         except _Unsupported:
-            return _read_av(path, max_frames)
-    return _read_av(path, max_frames)
+            return _read_av(path, max_frames) + (None, 0)
+    return _read_av(path, max_frames) + (None, 0)
+
+
+def _with_wav_notes(path: Path, got) -> tuple:
+    """Another decoder's ``(data, rate)`` of a RIFF/WAVE file, with the truncation and
+    float-clipping notes the WAV reader gives (from the same header parser)."""
+    data, rate = got
+    lay = None
+    if _is_riff_wave(path):
+        try:
+            with open(path, "rb") as f:
+                lay = _wav_layout(f, path)
+        except (CmeError, _Unsupported, OSError):
+            lay = None
+    if lay is None:
+        return data, rate, None, 0
+    clipped = int(np.count_nonzero(np.abs(data) > 1.0)) if lay.tag == _FLOAT else 0
+    return data, rate, _truncation(lay), clipped
+
+
+def _decode(path: Path, max_frames, backend: str):
+    return _decode_data(path, max_frames, backend)[:2]
 
 
 def load_audio(path: str | os.PathLike, target_rate: int | None = 16000, mono: bool = True,
@@ -337,6 +446,12 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = 16000, mono: b
     a ``CmeError`` saying so elsewhere).  Only ``"tfio"`` imports TensorFlow.
     Raises ``CmeError`` naming the file for a missing or unreadable file, no audio track,
     zero-length audio and NaN / infinite samples.
+
+    The result is an :class:`Audio`: it unpacks as ``samples, rate`` and also says what
+    the reader noticed: ``.truncation`` (a WAV whose 'data' chunk promises more samples
+    than the file holds: what is there is returned; record builders skip such files as
+    ``truncated_audio``, predict.py warns) and ``.clipped`` (float WAV samples beyond
+    +-1, returned as they are).
     """
     path = Path(path)
     if not path.exists():
@@ -360,9 +475,10 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = 16000, mono: b
         margin = 16 + 10 * math.ceil(rate / target_rate) if target_rate else 0
         return int(math.floor(max_seconds * rate + 1e-6)) + margin
 
-    data, rate = _decode(path, max_frames, backend)
+    data, rate, truncation, clipped = _decode_data(path, max_frames, backend)
     if data.shape[0] == 0:
-        raise CmeError(f"{path}: zero-length (empty) audio: no samples")
+        what = f" ({truncation})" if truncation is not None else ""
+        raise CmeError(f"{path}: zero-length (empty) audio: no samples{what}")
     if not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise CmeError(f"{path}: audio contains {bad} NaN or infinite sample(s)")
@@ -375,7 +491,8 @@ def load_audio(path: str | os.PathLike, target_rate: int | None = 16000, mono: b
         data = resample_np(data, rate, out_rate, axis=0)
     if max_seconds is not None:
         data = data[:int(math.floor(max_seconds * out_rate + 1e-6))]
-    return np.ascontiguousarray(data, dtype=np.float32), out_rate
+    return Audio(np.ascontiguousarray(data, dtype=np.float32), out_rate,
+                 truncation=truncation, clipped=clipped)
 
 
 def audio_info(path: str | os.PathLike) -> dict:
@@ -391,7 +508,7 @@ def audio_info(path: str | os.PathLike) -> dict:
             holder["rate"] = rate
             return None
         try:
-            data, rate = _read_wav(path, probe)
+            data, rate, _, _ = _read_wav(path, probe)
             return {"rate": rate, "channels": data.shape[1], "frames": data.shape[0],
                     "seconds": data.shape[0] / rate, "backend": "wav"}
         except _Unsupported:

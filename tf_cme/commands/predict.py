@@ -5,10 +5,13 @@ Inputs: wav, flac, ogg, mp3 (any rate, mono or stereo) and the audio track of mp
 mov files. Output (stdout, or --out FILE): --format json, a list with one object per
 file: file, status (ok / silent / error), message, label, probabilities (keyed by FER+
 emotion) and, for files longer than --window, a timeline of sliding windows; or
---format csv, one row per file, window and face frame. Files quieter than
---silence-dbfs are "silent" (no emotion, not an error). Bad files (unreadable, no audio
-track, zero-length, NaN samples) are "error" with a message; the others are still
-processed and the exit code is 1.
+--format csv, one row per file, window and face frame. Every result has warnings (a
+list; a "; "-joined CSV column): "truncated: header says N samples, file holds M" (a WAV
+cut short: the part present is scored), "clipped: K samples beyond ±1" (a float WAV,
+scored clipped to ±1). Files quieter than --silence-dbfs are "silent" (no emotion, not
+an error). Bad files (unreadable, no audio track, zero-length, NaN samples, shorter than
+the student's 1.015 s minimum, which the exported model refuses too) are "error" with a
+message; the others are still processed and the exit code is 1.
 
   scripts/predict.py clip.wav talk.mp4
   scripts/predict.py --model runs/demo/student/model.keras --format csv clip.flac

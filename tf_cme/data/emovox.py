@@ -22,8 +22,10 @@ Three sources:
    skipped (``no_face``).
 
 Skip reasons (manifest ``skipped``): ``missing_audio``, ``unreadable_audio``,
-``empty_audio``, ``silent_audio`` (all samples zero), ``no_frames`` (track with
-no frame files), ``missing_frame_file``, ``no_face``, ``no_logits``.
+``empty_audio``, ``truncated_audio`` (a WAV whose header promises more samples than
+the file holds: not the recording the corpus lists), ``silent_audio`` (all samples
+zero), ``no_frames`` (track with no frame files), ``missing_frame_file``, ``no_face``,
+``no_logits``.
 """
 from __future__ import annotations
 
@@ -90,18 +92,27 @@ def audio_record(path: Path, max_seconds: float | None = schema_lib.MAX_SECONDS)
     Skip reason string."""
     if not path.exists():
         return "missing_audio", f"{path}: no such file"
+    from ..audio import io as audio_io
+    # A WAV shorter than its header says is not the recording the corpus lists: a
+    # skip (``truncated_audio``), whether or not the kept part (max_seconds) reaches
+    # the missing bytes.  The header check is the audio reader's own.
+    truncation = audio_io.wav_truncation(path)
+    if truncation is not None:
+        return "truncated_audio", f"{path}: truncated WAV: {truncation}"
     fast = _pcm16_wav(path, max_seconds)
     if fast is not None:
         return fast
-    from ..audio import io as audio_io
     try:
-        x, rate = audio_io.load_audio(str(path), target_rate=schema_lib.SAMPLE_RATE, mono=True,
-                                      max_seconds=max_seconds)
+        audio = audio_io.load_audio(str(path), target_rate=schema_lib.SAMPLE_RATE, mono=True,
+                                    max_seconds=max_seconds)
     except CmeError as e:
         msg = str(e)
         return ("empty_audio" if "empty" in msg.lower() else "unreadable_audio"), msg
     except Exception as e:  # noqa: BLE001 - a decoder failing on a bad file
         return "unreadable_audio", f"{path}: {type(e).__name__}: {e}"
+    if audio.truncation is not None:
+        return "truncated_audio", f"{path}: truncated WAV: {audio.truncation}"
+    x, rate = audio
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     if x.size == 0:
         return "empty_audio", f"{path}: no samples"

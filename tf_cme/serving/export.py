@@ -42,12 +42,14 @@ logits behind the calibration layer were computed, so the calibrated signature s
 inputs it was fitted on. Clips are therefore used whole up to 10.015 s (1,000 frames);
 longer clips are scored on their central 10 s; `predict.py` covers long files with a
 timeline of sliding windows instead. The original code does not handle clips under 100
-frames (1.015 s); the exported graph rejects them with a clear error rather than guess
-(predict.py zero-pads short clips to that length, as training does for short clips).
+frames (1.015 s); the exported graph rejects them with a clear error rather than guess,
+and predict.py refuses the same clips (one decision for one file, protocol §3.2).
 
 In-graph input checks (``tf.debugging`` asserts, so TF Serving answers with an
 INVALID_ARGUMENT error whose message says what is wrong, never with NaN scores): empty
-audio, audio shorter than :data:`MIN_SAMPLES`, non-finite samples, empty images.
+audio, audio shorter than :data:`MIN_SAMPLES`, non-finite samples, empty images; for
+``from_wav`` the WAV header before decoding (:func:`check_wav_header`: not a WAV file,
+a format other than 16-bit PCM, a truncated file).
 All-zero audio (silence) is valid input and gives finite outputs.
 
 No tensorflow-io op appears in an exported graph (:func:`non_core_ops` checks), so TF
@@ -218,13 +220,112 @@ def check_waveform(waveform):
             waveform, "audio has non-finite samples (NaN or Inf)")
 
 
+#: WAV format codes named in check_wav_header's messages (everything else: "code N").
+_WAV_FORMAT_NAMES = ((3, "float"), (0xFFFE, "WAVE_FORMAT_EXTENSIBLE"), (2, "Microsoft ADPCM"),
+                     (6, "A-law"), (7, "mu-law"), (0x11, "IMA ADPCM"), (0x55, "MP3"))
+_WAV_SEND = "send 16-bit PCM (format code 1) WAV"
+
+
+def check_wav_header(audio_bytes):
+    """In-graph checks of one encoded WAV (scalar string) before ``tf.audio.decode_wav``,
+    which accepts only a RIFF/WAVE file whose 'fmt ' chunk (16 or 18 bytes) comes first,
+    16-bit integer PCM (format code 1), and a 'data' chunk the bytes hold in full; its own
+    errors name no reason outside the server's log.  Returns ``audio_bytes`` behind
+    ``tf.debugging.Assert`` ops (core TF only, so TF Serving's clients see the reason)
+    whose messages say what is wrong: ``not a WAV file: no RIFF header``, ``not a WAV
+    file: no WAVE form type``, ``unsupported WAV layout: ...`` (another chunk before
+    fmt, a fmt chunk of other than 16 or 18 bytes), ``unsupported WAV format: float
+    (code 3); send 16-bit PCM ...``, ``unsupported WAV format: 24-bit PCM; ...``,
+    ``truncated WAV: the request ends inside the fmt chunk ...``, ``truncated or
+    unsupported WAV: no data chunk found ...``, ``truncated WAV: header says N bytes of
+    data, request holds M``.
+    Each check runs behind the one before it, so the first problem is the one reported."""
+    import tensorflow as tf
+    b = tf.reshape(audio_bytes, [])
+    n = tf.strings.length(b)                                  # bytes (unit "BYTE")
+    n64 = tf.cast(n, tf.int64)
+    # zero padding, so that a fixed-offset read of a short request stays in range (each
+    # check below first asserts that the bytes it reads are really there)
+    padded = tf.strings.join([b, tf.constant(b"\0" * 48)])
+
+    def text(pos, size=4):
+        return tf.strings.substr(padded, pos, size)
+
+    def uint(pos, size):
+        raw = tf.io.decode_raw(tf.strings.substr(padded, pos, size), tf.uint8)
+        weights = tf.constant([256 ** i for i in range(size)], tf.int64)
+        return tf.reduce_sum(tf.cast(raw, tf.int64) * weights)
+
+    def shown(s):               # printable ASCII, others as '?': the message stays text
+        raw = tf.cast(tf.io.decode_raw(s, tf.uint8), tf.int32)
+        raw = tf.where(tf.logical_and(raw >= 32, raw < 127), raw, 63)
+        return tf.strings.join(["<", tf.strings.unicode_encode(raw, "UTF-8"), ">"])
+
+    deps = []
+
+    def check(cond, *message):
+        with tf.control_dependencies(deps):
+            deps.append(tf.debugging.Assert(cond, [tf.strings.join(list(message))]))
+
+    # (TF's Assert escapes quotes in its message: the messages use none)
+    check(tf.logical_and(n >= 4, tf.equal(text(0), "RIFF")),
+          "not a WAV file: no RIFF header (the request holds ", tf.strings.as_string(n),
+          " bytes, starting ", shown(tf.strings.substr(b, 0, 4)), "); ",
+          _WAV_SEND)
+    check(tf.logical_and(n >= 12, tf.equal(text(8), "WAVE")),
+          "not a WAV file: no WAVE form type in the RIFF header; ", _WAV_SEND)
+    check(tf.logical_and(n >= 20, tf.equal(text(12), "fmt ")),
+          "unsupported WAV layout: the first chunk is ", shown(text(12)),
+          ", not <fmt > (tf.audio.decode_wav needs the fmt chunk first); ", _WAV_SEND)
+    check(n >= 36, "truncated WAV: the request ends inside the fmt chunk, after ",
+          tf.strings.as_string(n), " bytes")
+    code = uint(20, 2)
+    name = tf.strings.join(["code ", tf.strings.as_string(code)])
+    for value, label in _WAV_FORMAT_NAMES:
+        name = tf.where(tf.equal(code, value), f"{label} (code {value})", name)
+    check(tf.equal(code, 1), "unsupported WAV format: ", name, "; ", _WAV_SEND)
+    bits = uint(34, 2)
+    check(tf.equal(bits, 16),
+          "unsupported WAV format: ", tf.strings.as_string(bits), "-bit PCM; ", _WAV_SEND)
+    fmt_size = uint(16, 4)
+    check(tf.logical_or(tf.equal(fmt_size, 16), tf.equal(fmt_size, 18)),
+          "unsupported WAV layout: a fmt chunk of ", tf.strings.as_string(fmt_size),
+          " bytes (tf.audio.decode_wav reads 16 or 18); ", _WAV_SEND)
+
+    # walk the chunks after 'fmt ' to 'data' (decode_wav does not pad odd-sized chunks)
+    def more(off, found):
+        return tf.logical_and(tf.logical_not(found), off + 8 <= n64)
+
+    def step(off, found):
+        is_data = tf.equal(tf.strings.substr(padded, off, 4), "data")
+        size = uint(off + 4, 4)
+        return tf.where(is_data, off, off + 8 + size), is_data
+
+    with tf.control_dependencies(deps):
+        off, found = tf.while_loop(more, step, [20 + fmt_size, tf.constant(False)])
+    check(found, "truncated or unsupported WAV: no data chunk found in the ",
+          tf.strings.as_string(n), " bytes of the request (tf.audio.decode_wav walks the "
+          "chunks without the pad byte after an odd-sized one)")
+    with tf.control_dependencies(deps):     # off + 8 <= n from here on (found)
+        off = tf.minimum(off, tf.maximum(n64 - 8, 0))
+        declared = uint(off + 4, 4)
+        held = tf.maximum(n64 - off - 8, 0)
+    check(declared <= held,
+          "truncated WAV: header says ", tf.strings.as_string(declared), " bytes of data, "
+          "request holds ", tf.strings.as_string(held))
+    with tf.control_dependencies(deps):
+        return tf.identity(audio_bytes)
+
+
 def decode_wav_16k(audio_bytes):
     """One encoded WAV (scalar string) -> float32 [samples] mono at 16 kHz, in-graph.
 
-    Channels are averaged; rates in :data:`tf_cme.audio.resample.COMMON_RATES` are
-    resampled (others fail with "unsupported sample rate")."""
+    The header is checked first (:func:`check_wav_header`: clear messages for a non-WAV,
+    unsupported or truncated file); channels are averaged; rates in
+    :data:`tf_cme.audio.resample.COMMON_RATES` are resampled (others fail with
+    "unsupported sample rate")."""
     import tensorflow as tf
-    audio, rate = tf.audio.decode_wav(audio_bytes)          # [samples, channels], int32
+    audio, rate = tf.audio.decode_wav(check_wav_header(audio_bytes))  # [samples, channels]
     from ..audio.resample import resample_dynamic      # the project's one resampler
     mono = tf.reduce_mean(audio, axis=1)
     return tf.reshape(resample_dynamic(mono, rate, SAMPLE_RATE), [-1])
