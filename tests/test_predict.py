@@ -233,3 +233,40 @@ def test_faces_of_a_demo_video(demo_corpus, tiny):
     assert sum(f["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert res[1]["faces"]["status"] == "skipped"
     _check_scores(res[1])
+
+
+def test_python_api_with_embedding(tmp_path, tiny):
+    """tf_cme.predict (the documented API): the same results as predict_files, plus the
+    student's fc7 embedding, equal to the Keras student's fc7 (mean over windows for a
+    long file); from the SavedModel and the .keras run alike."""
+    import keras
+    import tf_cme
+    from tf_cme.audio.io import write_wav
+    from tf_cme.models.student import serving_student
+    from tf_cme.utils import CmeError
+    short, long_ = tmp_path / "a.wav", tmp_path / "b.wav"
+    write_wav(short, _signal(16000, 3.0, 1, 1), 16000)
+    write_wav(long_, _signal(16000, 9.0, 1, 2), 16000)
+    sm = str(tiny["export"] / "emovoxceleb-student")
+    res = tf_cme.predict([short, long_], model=sm, embedding=True, hop=2.5)
+    plain = prediction.predict_files([str(short), str(long_)], prediction.PredictConfig(
+        model=sm, hop=2.5))
+    net = serving_student(tiny["student"], embedding=True)
+    from tf_cme.audio.io import load_audio
+    for r, pl in zip(res, plain):
+        assert r["status"] == "ok" and r["probabilities"] == pl["probabilities"]
+        assert "embedding" not in pl
+        x = np.asarray(load_audio(r["file"])[0], np.float32)
+        if "timeline" in r:
+            win = int(round(prediction.PredictConfig().window * 16000))
+            segs = [x[s:s + win] for s in prediction.window_starts(x.size, win, 40000)]
+            ref = np.mean([np.asarray(net(s[None], training=False)[1])[0] for s in segs], 0)
+        else:
+            ref = np.asarray(net(x[None], training=False)[1])[0]
+        assert len(r["embedding"]) == ref.size
+        np.testing.assert_allclose(r["embedding"], ref.reshape(-1), atol=1e-4)
+    via_keras = tf_cme.predict(short, model=tiny["student_run"], embedding=True)[0]
+    np.testing.assert_allclose(via_keras["embedding"], res[0]["embedding"], atol=1e-4)
+    with pytest.raises(CmeError, match="unknown option"):
+        tf_cme.predict(short, model=sm, windw=3)
+    assert keras.backend.backend() == "tensorflow"

@@ -68,6 +68,7 @@ class PredictConfig:
     face_fps: float = 25.0            # video frames: resampled to this rate ...
     face_stride: int = 6              # ... and every 6th taken (VoxCeleb frames)
     enlarge: float = 1.6              # VoxCeleb face-box enlargement
+    embedding: bool = False           # also return the student's embedding (fc7, mean of windows)
 
 
 # --------------------------------------------------------------------------- predictors
@@ -112,9 +113,23 @@ class Predictor:
         ``model`` field of every result."""
         return {**provenance.model_info(self.metadata, self.source), "name": self.name}
 
+    @property
+    def has_embedding(self) -> bool:
+        """Whether calls return ``embedding`` too (students from .keras or SavedModel)."""
+        return getattr(self, "_embedding", False)
+
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        logits = np.asarray(self._fn(batch), np.float32)
-        return {"logits": logits, "probabilities": _softmax(logits)}
+        """``{"logits", "probabilities"}`` [B, 8] and, when :attr:`has_embedding`,
+        ``embedding`` [B, D]."""
+        out = self._fn(batch)
+        emb = None
+        if isinstance(out, tuple):
+            out, emb = out
+        logits = np.asarray(out, np.float32)
+        res = {"logits": logits, "probabilities": _softmax(logits)}
+        if emb is not None:
+            res["embedding"] = np.asarray(emb, np.float32).reshape(len(logits), -1)
+        return res
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect: str) -> "Predictor":
@@ -134,15 +149,24 @@ class Predictor:
                 raise CmeError(f"{p}: a {kind} model, but a {expect} is needed here")
             if kind == "student":
                 from .models.student import serving_student
-                model = serving_student(model)
+                model = serving_student(model, embedding=True)
                 spec = tf.TensorSpec([None, None], tf.float32)
                 size = None
+
+                def call(b):
+                    logits, emb = fn(tf.constant(b))
+                    return logits.numpy(), emb.numpy()
             else:
                 spec = tf.TensorSpec([None, None, None, None], tf.uint8)
                 size = model_io.input_size(model)
+
+                def call(b):
+                    return fn(tf.constant(b)).numpy()
             fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-            return cls(lambda b: fn(tf.constant(b)).numpy(), kind, name, str(p),
+            pred = cls(call, kind, name, str(p),
                        ex.MIN_SAMPLES if kind == "student" else 0, size, metadata=md)
+            pred._embedding = kind == "student"
+            return pred
         version_dir = ex.resolve_saved_model(p)
         md = ex.read_export_metadata(version_dir)
         kind = md.get("kind")
@@ -153,12 +177,19 @@ class Predictor:
         key = next(iter(sig.structured_input_signature[1]))
         dtype = sig.structured_input_signature[1][key].dtype
 
+        with_emb = expect == "student" and "embedding" in sig.structured_outputs
+
         def fn(b):
-            return sig(**{key: tf.constant(b, dtype=dtype)})["logits"].numpy()
-        return cls(fn, expect, md.get("name", version_dir.parent.name), str(version_dir),
+            out = sig(**{key: tf.constant(b, dtype=dtype)})
+            if with_emb:
+                return out["logits"].numpy(), out["embedding"].numpy()
+            return out["logits"].numpy()
+        pred = cls(fn, expect, md.get("name", version_dir.parent.name), str(version_dir),
                    int(md.get("min_samples", ex.MIN_SAMPLES)) if expect == "student" else 0,
                    (md.get("model_metadata") or {}).get("input_size"),
                    metadata=md.get("model_metadata") or {})
+        pred._embedding = with_emb
+        return pred
 
 
     @classmethod
@@ -197,11 +228,16 @@ def _scores(probs: np.ndarray) -> dict:
             "probabilities": {n: round(float(v), 6) for n, v in zip(emotions.FERPLUS, probs)}}
 
 
-def _batched(predictor: Predictor, items: list[np.ndarray], batch_size: int) -> np.ndarray:
+def _batched(predictor: Predictor, items: list[np.ndarray], batch_size: int,
+             key: str = "probabilities") -> np.ndarray:
     out = []
     for i in range(0, len(items), batch_size):
-        out.append(predictor(np.stack(items[i:i + batch_size]))["probabilities"])
+        out.append(predictor(np.stack(items[i:i + batch_size]))[key])
     return np.concatenate(out) if out else np.zeros((0, emotions.NUM_CLASSES), np.float32)
+
+
+def _embedding_field(emb: np.ndarray) -> list[float]:
+    return [round(float(v), 6) for v in np.asarray(emb, np.float64).reshape(-1)]
 
 
 def window_starts(n: int, window: int, hop: int) -> list[int]:
@@ -261,8 +297,10 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig,
                             f"student's fixed window of "
                             f"{predictor.min_samples / SAMPLE_RATE:.3f} s (padded)")
             clip = np.pad(clip, (0, predictor.min_samples - clip.size))
-        probs = predictor(clip[None])["probabilities"][0]
-        result.update(status="ok", message="; ".join(messages), **_scores(probs))
+        out = predictor(clip[None])
+        result.update(status="ok", message="; ".join(messages), **_scores(out["probabilities"][0]))
+        if cfg.embedding:
+            result["embedding"] = _embedding_field(out["embedding"][0])
         return result
     starts = window_starts(x.size, win, hop)
     segments, timeline, live = [], [], []
@@ -281,7 +319,14 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig,
         result.update(status="silent", label=None, probabilities=None, timeline=timeline,
                       message=f"every window is under {cfg.silence_dbfs:g} dBFS")
         return result
-    probs = _batched(predictor, segments, cfg.batch_size)
+    if cfg.embedding:
+        outs = [predictor(np.stack(segments[i:i + cfg.batch_size]))
+                for i in range(0, len(segments), cfg.batch_size)]
+        probs = np.concatenate([o["probabilities"] for o in outs])
+        result["embedding"] = _embedding_field(
+            np.concatenate([o["embedding"] for o in outs]).mean(axis=0))
+    else:
+        probs = _batched(predictor, segments, cfg.batch_size)
     for i, p in zip(live, probs):
         timeline[i].update(_scores(p))
     messages.append(f"{len(starts)} windows of {win / SAMPLE_RATE:g} s every "
@@ -416,9 +461,41 @@ def predict_files(files, cfg: PredictConfig) -> list[dict]:
     if not any(Path(f).exists() for f in files):   # nothing to score: no model to load
         return [predict_file(f, None, cfg) for f in files]
     predictor = Predictor.load(cfg.model, "student")
+    if cfg.embedding and not predictor.has_embedding:
+        raise CmeError(f"{cfg.model}: this model gives no embedding (a .tflite student has "
+                       f"only logits); use the SavedModel or .keras student")
     teacher = Predictor.load(cfg.teacher, "teacher") if cfg.faces else None
     return [predict_file(f, predictor, cfg, teacher)
             for f in progress(files, desc="predict", unit="file")]
+
+
+def predict(paths, model: str | os.PathLike = DEFAULT_MODEL, *, embedding: bool = False,
+            **options) -> list[dict]:
+    """Emotions heard in audio or video files: what ``tf-cme predict`` prints.
+
+    ``paths``: one path or a list. ``model``: an exported SavedModel (model or version
+    folder), a ``.keras`` file, a student run folder or a ``.tflite`` student.
+    ``embedding=True`` adds each file's ``embedding`` (the student's fc7 after its ReLU;
+    the mean over the non-silent windows for long files). ``options``: any other
+    :class:`PredictConfig` field (``window``, ``hop``, ``silence_dbfs``, ``batch_size``,
+    ``faces``, ``teacher``, ...).
+
+    Returns one dict per file, in order: ``file``, ``status`` ("ok", "silent", "error"),
+    ``message``, ``warnings``, ``label``, ``probabilities`` (FER+ name -> probability),
+    ``timeline`` (files longer than a window), ``model`` (name, source, provenance and,
+    for demo models, the caveat), and with ``faces=True`` a ``faces`` entry for videos.
+    A bad file is a result with ``status: "error"``, never an exception; a missing or
+    wrong model raises :class:`tf_cme.utils.CmeError`.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    names = {f.name for f in dataclasses.fields(PredictConfig)} - {"model", "embedding"}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise CmeError(f"predict: unknown option(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(names))}")
+    cfg = PredictConfig(model=str(model), embedding=embedding, **options)
+    return predict_files([str(p) for p in paths], cfg)
 
 
 # --------------------------------------------------------------------------- output

@@ -62,12 +62,17 @@ def main() -> int:
                    help="face detector for --faces (default haar)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows or face frames per model call (default 16)")
+    p.add_argument("--embedding", action="store_true", default=None,
+                   help="also output each file's embedding (the student's fc7 after its "
+                        "ReLU; the mean over the non-silent windows of a long file); JSON "
+                        "only")
     config.add_config_args(p)
     args = p.parse_args()
     cfg = config.resolve_or_exit(prediction.PredictConfig, args, explicit={
         "model": args.model, "window": args.window, "hop": args.hop,
         "silence_dbfs": args.silence_dbfs, "faces": args.faces, "teacher": args.teacher,
-        "face_method": args.face_method, "batch_size": args.batch_size})
+        "face_method": args.face_method, "batch_size": args.batch_size,
+        "embedding": args.embedding})
     if cfg.window <= 0 or cfg.hop <= 0 or cfg.batch_size < 1:
         print(f"{Path(sys.argv[0]).name}: error: --window, --hop and --batch-size must be "
               f"positive", file=sys.stderr)
