@@ -101,3 +101,13 @@ def test_output_folder_that_is_a_file_fails_before_tensorflow(tmp_path):
     with pytest.raises(CmeError, match="is not a folder"):
         check_output_dir(f / "sub")
     assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+
+
+def test_command_reference_is_current():
+    """docs/commands.md is `tf-cme --reference` (every command's --help): regenerate it with
+    `.venv/bin/python -m tf_cme.cli --reference > docs/commands.md` after changing options."""
+    from tf_cme import cli
+    want = cli.reference() + "\n"
+    assert (ROOT / "docs" / "commands.md").read_text() == want
+    for flag in ("--skip-corrupt", "--keep-epochs", "--embedding", "--epoch", "--from"):
+        assert flag in want, flag
