@@ -125,10 +125,12 @@ def _validate(cfg: StudentTrainConfig) -> None:
         raise CmeError(f"agg: {cfg.agg!r} is not max or mean")
 
 
-def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) -> dict:
+def check_records(dir, splits, *, min_samples: int = 400, online: bool = False,
+                  skip_corrupt: bool = False) -> dict:
     """Scan emovox records before training: every clip must have at least one frame of
     audio and finite teacher logits of width 8, or with ``online`` (an online teacher)
-    face frames (JPEG). CmeError naming the record."""
+    face frames (JPEG). CmeError naming the record. Records are read with their CRCs
+    checked; a corrupt shard is a CmeError naming it, or left out with ``skip_corrupt``."""
     import tensorflow as tf
     from ..data import records as records_lib
     m = records_lib.read_manifest(dir, expect_schema="emovox")
@@ -147,12 +149,12 @@ def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) 
                        f"{emotions.NUM_CLASSES} (FER+ order)")
     counts = {}
     for split in splits:
-        files, _ = records_lib.shard_files(dir, split, m)
+        files, _ = records_lib.shard_files(dir, split, m, skip_corrupt=skip_corrupt)
         n = 0
         bar = progress(total=m["splits"][split].get("examples"), desc=f"checking {split} records",
                        unit="clip")
         for path in files:
-            for raw in records_lib.iter_records(path, check_crc=False):
+            for raw in records_lib.iter_records(path, check_crc=True):
                 feats = tf.train.Example.FromString(raw).features.feature
                 key = feats["key"].bytes_list.value[0].decode()
                 num_samples = int(feats["num_samples"].int64_list.value[0])
@@ -240,7 +242,8 @@ class _Summaries:
         self.writer.flush()
 
 
-def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None) -> Callable:
+def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
+                       skip_corrupt: bool = False) -> Callable:
     """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records, or with
     ``cfg.teacher`` over the records' face frames at the teacher's ``image_size``."""
     from ..data import pipelines
@@ -249,22 +252,30 @@ def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None) -
         if cfg.teacher:
             return pipelines.distill_frames_dataset(
                 cfg.records, split, batch_size=cfg.batch_size, image_size=image_size,
-                crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training)
+                crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training,
+                skip_corrupt=skip_corrupt)
         return pipelines.distill_dataset(cfg.records, split, batch_size=cfg.batch_size,
                                          crop_samples=cfg.crop_samples, seed=seed,
-                                         agg=cfg.agg, training=training, repeat=training)
+                                         agg=cfg.agg, training=training, repeat=training,
+                                         skip_corrupt=skip_corrupt)
     return fn
 
 
-def split_sizes(cfg: StudentTrainConfig) -> dict:
+def split_sizes(cfg: StudentTrainConfig, skipped=()) -> dict:
+    """{split: examples} of the records, less those of the ``skipped`` (corrupt) shards."""
     from ..data import records as records_lib
     m = records_lib.read_manifest(cfg.records, expect_schema="emovox")
-    return {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+    sizes = {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+    for sh in m["shards"]:
+        if sh["file"] in skipped:
+            sizes[sh["split"]] -= int(sh["examples"])
+    return sizes
 
 
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
-          return_student: bool = False, allow_changed: bool = False):
+          return_student: bool = False, allow_changed: bool = False,
+          skip_corrupt: bool = False):
     """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
 
     A run folder that holds a checkpoint resumes only with the same resolved config and the
@@ -273,6 +284,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     §6; every start and resume is recorded in ``RUN/resumes.jsonl``).
     ``dataset_fn(split, seed, training)`` and ``sizes`` ({split: examples}) replace the
     record pipeline (tests). Returns the final metrics (also in ``metrics.json``).
+    The shards of the splits read are checked (CRCs) first: a corrupt one is a CmeError
+    naming it, or with ``skip_corrupt`` is left out and listed in the metrics'
+    ``skipped_corrupt_shards``.
     """
     _validate(cfg)
     if strategy is None:
@@ -288,6 +302,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
+    skipped: list[str] = []
+    if dataset_fn is None:
+        from ..data.pipelines import skipped_shards
+        skipped = skipped_shards(cfg.records, [cfg.train_split] + (
+            [cfg.val_split] if cfg.val_fraction > 0 else []), skip_corrupt)
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
     teacher_info = None
@@ -309,10 +328,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
             contract.update_metrics(run.path, contract.STUDENT, teacher=teacher_info)
     if dataset_fn is None:
         if sizes is None:
-            sizes = split_sizes(cfg)
+            sizes = split_sizes(cfg, skipped)
         if cfg.check_records and chief:
             need = [cfg.train_split] + ([cfg.val_split] if cfg.val_fraction > 0 else [])
-            check_records(cfg.records, need, online=bool(cfg.teacher))
+            check_records(cfg.records, need, online=bool(cfg.teacher),
+                          skip_corrupt=skip_corrupt)
     n_train = int(sizes.get(cfg.train_split, 0))
     if n_train < 1:
         raise CmeError(f"{cfg.records}: no training clips in split {cfg.train_split!r}")
@@ -339,7 +359,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         distiller.compile(optimizer=optimizer, jit_compile=cfg.jit_compile)
         ckpt = tf.train.Checkpoint(student=student, optimizer=distiller.optimizer)
     if dataset_fn is None:
-        dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None)
+        dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None,
+                                        skip_corrupt=skip_corrupt)
     ckdir = _worker_dir(run, strategy)
     ckdir.mkdir(parents=True, exist_ok=True)
     state = _read_state(run.checkpoints)
@@ -399,7 +420,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
             run.path, contract.STUDENT,
             student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,
                          val_steps=val_steps, replicas=replicas,
-                         train_seconds_this_session=round(elapsed, 1)))
+                         train_seconds_this_session=round(elapsed, 1)),
+            skipped_corrupt_shards=skipped)
     else:
         shutil.rmtree(run.path / ".scratch", ignore_errors=True)
     return (metrics, student) if return_student else metrics
