@@ -308,8 +308,8 @@ def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
     cfg = cfg or ExternalConfig()
     t0 = time.perf_counter()
     out = Path(out)
-    skipped_shards_ = skipped_shards(records, None, skip_corrupt)
     manifest, clips = read_external(records, skip_corrupt=skip_corrupt)
+    skipped_shards_ = skipped_shards(records, None, skip_corrupt)   # checked once: listed
     classes = manifest_classes(manifest, records)
     k = len(classes)
     dataset = str(manifest.get("dataset") or as_str(clips[0].get("dataset", "")) or
