@@ -218,3 +218,26 @@ def test_emovox_commands_name_skip_and_rebuild(vox, tmp_path, monkeypatch, capsy
     assert "rebuilding corrupt shard" in capsys.readouterr().err
     assert (lab / "train-00001.tfrecord").read_bytes() == clean
     assert records.last_build(lab)["rebuilt_corrupt"] == ["train-00001.tfrecord"]
+
+
+def test_shard_damaged_after_its_check_is_still_named(fer, tmp_path):
+    """A shard that passed its check and is damaged afterwards (same size and modification
+    time, so the once-per-process check is not repeated): the DataLossError tf.data raises
+    inside the loop becomes the CmeError naming the shard."""
+    import os
+
+    from tf_cme.models import build_model
+    from tf_cme.training.teacher import predict_split
+    rec = tmp_path / "rec"
+    shutil.copytree(fer[1], rec)
+    records.verify(rec)                                  # checked: cached in this process
+    shard = rec / "val-00000.tfrecord"
+    st = shard.stat()
+    flip(shard, record=0)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    model = build_model("resnet50-ferplus", width=WIDTH, input_size=SIZE)
+    with pytest.raises(CmeError) as e:
+        predict_split(model, rec, "val", batch_size=4)
+    assert "corrupt shard" in str(e.value) and "val-00000.tfrecord" in str(e.value)
+    assert "damaged while it was being read" in str(e.value)
+    assert "build_records.py ferplus --config" in str(e.value)

@@ -157,6 +157,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
 
     from .data import records as records_lib
     from .data.labelled import write_labelled
+    from .data.pipelines import naming_corrupt_shards
     manifest = records_lib.read_manifest(records_dir, expect_schema="emovox")
     teacher = load_teacher(teacher_path, classes=classes, input_size=input_size,
                            colour=colour, scaling=scaling)
@@ -188,7 +189,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
             bar.update(sum(len(v) for v in part.values()))
             cached_shards += 1
         else:
-            part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
+            with naming_corrupt_shards(records_dir, None, records_lib.skipped_names(bad_shards)):
+                part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
             computed_frames += sum(len(v) for v in part.values())
             keys = list(part)
             with atomic_path(cpath) as tmp, open(tmp, "wb") as fh:

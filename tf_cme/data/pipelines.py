@@ -28,8 +28,10 @@ row normalisation and the evaluation bucket crop belong to the student's front e
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +57,42 @@ def skipped_shards(dir, splits=None, skip_corrupt: bool = False) -> list[str]:
     shard without ``skip_corrupt``. Trainers and evaluators write it into their outputs."""
     _, bad = records.shard_files(dir, splits, None, skip_corrupt=skip_corrupt)
     return records.skipped_names(bad)
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(dir, splits=None, skipped=()):
+    """Turn a ``DataLossError`` raised inside the block (a shard damaged after it was
+    checked, e.g. while a run was reading it) into the CmeError naming the shard, its
+    record and the rebuild command: every shard of ``splits`` of ``dir`` is checked again
+    (not from the once-per-process cache), except those already ``skipped`` (names).
+    ``dir`` None: errors pass unchanged (pipelines that are not a record set's)."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        if dir is None:
+            raise
+        first = (e.message or str(e)).strip().splitlines()[0][:200]
+        records.forget_checks()
+        m = records.read_manifest(dir)
+        _, bad = records.shard_files(dir, splits, m, skip_corrupt=True)
+        new = [b for b in bad if Path(b).name not in set(skipped)]
+        if new:
+            raise CmeError(f"corrupt shard {new[0]} (damaged while it was being read: "
+                           f"{first}); {records.rebuild_hint(dir, m)}") from None
+        raise CmeError(f"{dir}: reading its records failed ({first}), yet every shard "
+                       f"passes its checks now") from None
+
+
+def named_iteration(iterable, dir, splits=None, skipped=()):
+    """``iterable`` (a dataset), with :func:`naming_corrupt_shards` around every step."""
+    it = iter(iterable)
+    while True:
+        with naming_corrupt_shards(dir, splits, skipped):
+            try:
+                x = next(it)
+            except StopIteration:
+                return
+        yield x
 
 
 def _records(dir, split, schema_name, *, shuffle_files: bool, seed: int,

@@ -462,6 +462,11 @@ _VERIFIED: dict[tuple, int] = {}
 _WARNED: set = set()
 
 
+def forget_checks() -> None:
+    """Forget which shards passed :func:`check_shard` (the next readers read them again)."""
+    _VERIFIED.clear()
+
+
 def check_shard(path: str | os.PathLike, examples: int | None = None, *,
                 cache: bool = True) -> int:
     """Read a whole shard, check every record's framing and CRCs (and, given

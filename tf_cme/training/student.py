@@ -302,8 +302,10 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
+    from ..data.pipelines import naming_corrupt_shards
     skipped: list[str] = []
-    if dataset_fn is None:
+    default_data = dataset_fn is None
+    if default_data:
         from ..data.pipelines import skipped_shards
         skipped = skipped_shards(cfg.records, [cfg.train_split] + (
             [cfg.val_split] if cfg.val_fraction > 0 else []), skip_corrupt)
@@ -384,8 +386,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         lr = float(lrs[e - 1])
         set_learning_rate(distiller.optimizer, lr)  # MatConvNet: lr after momentum
         ds = dataset_fn(cfg.train_split, cfg.seed * 100003 + e, True).take(steps)
-        hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
-                             validation_data=val_ds, shuffle=False)
+        with naming_corrupt_shards(cfg.records if default_data else None, None, skipped):
+            hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
+                                 validation_data=val_ds, shuffle=False)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}

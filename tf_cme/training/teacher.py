@@ -198,12 +198,13 @@ def predict_split(model, records_dir, split: str, batch_size: int = 256, predict
     """(logits [N, 8], hard labels [N], votes [N, 8]) of a FER+ split, no augmentation.
     ``predict_fn`` (from :func:`make_predict_fn`) avoids re-tracing across calls;
     ``skip_corrupt`` leaves corrupt shards out (the caller reports them)."""
-    from ..data.pipelines import faces_dataset
+    from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     ds = faces_dataset(records_dir, split, batch_size=batch_size, training=False,
                        augment=False, skip_corrupt=skip_corrupt)
     fn = predict_fn or make_predict_fn(model)
     logits, labels, votes = [], [], []
-    for x, y in ds:
+    for x, y in named_iteration(ds, records_dir, split,
+                                skipped_shards(records_dir, split, skip_corrupt)):
         logits.append(np.asarray(fn(x)))
         labels.append(y["label"].numpy())
         votes.append(y["votes"].numpy())
@@ -239,7 +240,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     from .. import config as config_lib
 
     from ..data import records as records_lib
-    from ..data.pipelines import faces_dataset, skipped_shards
+    from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     from ..models.io import save_model
     from ..models.teacher import forward as teacher_forward
     from . import optim, strategy as strategy_lib
@@ -326,7 +327,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         tot_loss, tot_correct, seen = 0.0, 0.0, 0
         t0 = time.time()
         bar = progress(total=steps, desc=f"epoch {epoch + 1}/{len(schedule)}", unit="batch")
-        for i, (images, y) in enumerate(dist):
+        for i, (images, y) in enumerate(named_iteration(dist, cfg.records, "train", skipped)):
             if i == 0 and epoch == 0 and cfg.sample_images:
                 local = strategy.experimental_local_results(images)[0]
                 with writer.as_default():
