@@ -103,5 +103,5 @@ def test_tfrecord_writer_is_byte_identical_to_tensorflows(tmp_path):
     bad = bytearray(ours.read_bytes())
     bad[16 + 1 + 16 + 500] ^= 1                  # a byte inside the third record
     (tmp_path / "bad.tfrecord").write_bytes(bytes(bad))
-    with pytest.raises(CmeError, match="bad data checksum"):
+    with pytest.raises(CmeError, match="bad.tfrecord: record 2 at byte 33: data CRC mismatch"):
         list(records.iter_records(tmp_path / "bad.tfrecord"))

@@ -157,6 +157,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
 
     from .data import records as records_lib
     from .data.labelled import write_labelled
+    from .data.pipelines import naming_corrupt_shards
     manifest = records_lib.read_manifest(records_dir, expect_schema="emovox")
     teacher = load_teacher(teacher_path, classes=classes, input_size=input_size,
                            colour=colour, scaling=scaling)
@@ -188,7 +189,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
             bar.update(sum(len(v) for v in part.values()))
             cached_shards += 1
         else:
-            part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
+            with naming_corrupt_shards(records_dir, None, records_lib.skipped_names(bad_shards)):
+                part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
             computed_frames += sum(len(v) for v in part.values())
             keys = list(part)
             with atomic_path(cpath) as tmp, open(tmp, "wb") as fh:
@@ -214,7 +216,9 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
         if logits and any(len(v) for v in logits.values()) else np.zeros((0,), np.int64)
     counts = {name: int((dominant == i).sum()) for i, name in enumerate(emotions.FERPLUS)}
     summary = {"frames": frames_done, "clips": len(logits), "undecodable_frames": undecodable,
-               "corrupt_shards_skipped": len(bad_shards), "seconds": round(elapsed, 2),
+               "corrupt_shards_skipped": len(bad_shards),
+               "skipped_corrupt_shards": records_lib.skipped_names(bad_shards),
+               "seconds": round(elapsed, 2),
                "frames_per_second": round(computed_frames / elapsed, 1) if elapsed and
                computed_frames else None,
                "frames_computed": computed_frames, "shards_from_cache": cached_shards,
@@ -237,11 +241,11 @@ def teacher_stats(counts: dict, path, title: str = "") -> Path:
     return Path(path)
 
 
-def stats_from_records(labelled_dir, path) -> dict:
+def stats_from_records(labelled_dir, path, skip_corrupt: bool = False) -> dict:
     """The §7.2 histogram of an existing labelled record set (per-frame dominant emotion)."""
     from .data.pipelines import clips_dataset
     counts = np.zeros(emotions.NUM_CLASSES, np.int64)
-    for clip in clips_dataset(labelled_dir):
+    for clip in clips_dataset(labelled_dir, skip_corrupt=skip_corrupt):
         lg = clip["logits"].numpy()
         if len(lg):
             counts += np.bincount(lg.argmax(-1), minlength=emotions.NUM_CLASSES)

@@ -43,6 +43,9 @@ def main() -> int:
                    help="seed of the clip permutation (config seed)")
     p.add_argument("--random-draws", type=int, default=None,
                    help="draws of the Gaussian-feature baseline (config random_draws)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
     cfg = config.resolve_or_exit(external.ExternalConfig, args, explicit={
@@ -60,7 +63,8 @@ def main() -> int:
     base = run.parent if run.suffix == ".keras" else run
     out = Path(args.out) if args.out else base / f"external-{Path(args.records).name}"
     check_output_dir(out)
-    metrics = external.benchmark(run, args.records, out, cfg, teacher_run=args.teacher)
+    metrics = external.benchmark(run, args.records, out, cfg, teacher_run=args.teacher,
+                                 skip_corrupt=args.skip_corrupt)
     config.save({**config.to_dict(cfg), "model": str(run), "records": str(args.records),
                  "teacher": args.teacher}, out / "config.json")
     print(external.format_summary(metrics))

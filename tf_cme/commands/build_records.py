@@ -8,12 +8,16 @@
   build_records.py verify    DIR [--skip-corrupt]
 
 Shards are written to a temporary name and renamed when complete; re-running the
-same command resumes an interrupted build (complete shards are kept). The
+same command resumes an interrupted build (complete shards whose sha256 matches the one
+recorded when they were written are kept; a damaged one is rebuilt and reported as
+rebuilt_corrupt). verify reads every record (CRCs, counts); --skip-corrupt lists the bad
+shards instead of failing. The
 resolved config is saved in DIR/manifest.json ("config") and DIR/config.json.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -103,6 +107,7 @@ def main(argv=None) -> int:
         print(f"{args.dir}: {r['shards']} shard(s), {r['examples']} example(s) OK; "
               f"{len(r['corrupt'])} corrupt shard(s) skipped"
               + ("".join(f"\n  corrupt: {p}" for p in r["corrupt"])))
+        print("skipped_corrupt_shards: " + json.dumps(r["skipped_corrupt_shards"]))
         return 0
     common = {"shard_size": args.shard_size, "workers": args.workers}
     if args.kind == "ferplus":
@@ -129,8 +134,11 @@ def main(argv=None) -> int:
     config_lib.save(cfg, Path(args.out) / "config.json")
     parts = [f"{s}: {v['examples']}" for s, v in m["splits"].items()]
     skipped = ", ".join(f"{k} {v}" for k, v in m["skipped"].items()) or "none"
+    from tf_cme.data import records
+    rebuilt = records.last_build(args.out)["rebuilt_corrupt"]
     print(f"{args.out}: {m['schema']} v{m['schema_version']} records; "
-          f"{'; '.join(parts) or 'no examples'}; skipped: {skipped}")
+          f"{'; '.join(parts) or 'no examples'}; skipped: {skipped}"
+          + (f"; rebuilt_corrupt {len(rebuilt)}: {', '.join(rebuilt)}" if rebuilt else ""))
     return 0
 
 

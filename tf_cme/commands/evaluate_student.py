@@ -51,6 +51,9 @@ def main() -> int:
                         "set named in their manifest)")
     p.add_argument("--limit", type=int, default=None,
                    help="evaluate only the first N tracks (config limit; 0 = all)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
     ignore = None
@@ -74,7 +77,8 @@ def main() -> int:
         model = Run.open(run).require_model(args.epoch)
     default = "eval" if args.epoch is None else f"eval-epoch-{args.epoch}"
     out = Path(args.out) if args.out else (run.parent if run.suffix == ".keras" else run) / default
-    metrics = student_eval.evaluate(model, args.records, out, cfg)
+    metrics = student_eval.evaluate(model, args.records, out, cfg,
+                                    skip_corrupt=args.skip_corrupt)
     config.save({**config.to_dict(cfg), "run": str(run), "epoch": args.epoch,
                  "records": str(args.records)}, out / "config.json")
     if metrics.get("caveat"):
@@ -82,6 +86,8 @@ def main() -> int:
     print(student_eval.format_table(metrics))
     if metrics["skipped"]:
         print("skipped: " + ", ".join(f"{k}: {v}" for k, v in metrics["skipped"].items()))
+    if metrics["skipped_corrupt_shards"]:
+        print(f"skipped corrupt shards: {', '.join(metrics['skipped_corrupt_shards'])}")
     print(f"wrote {out}/metrics.json, figures/, tensorboard/ ({metrics['seconds']:.1f} s)")
     return 0
 

@@ -28,6 +28,9 @@ def main() -> int:
     p.add_argument("--splits", default="val,test",
                    help="comma-separated splits to evaluate (default: val,test)")
     p.add_argument("--batch-size", type=int, default=256, help="inference batch size")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
     args = p.parse_args()
     if bool(args.run) == bool(args.model):
         p.error("give exactly one of --run and --model")
@@ -40,7 +43,10 @@ def main() -> int:
     if not Path(model).is_file():
         raise CmeError(f"{model}: no such model file")
     m = evaluate(model, args.records, args.out or args.run,
-                 splits=[s for s in args.splits.split(",") if s], batch_size=args.batch_size)
+                 splits=[s for s in args.splits.split(",") if s], batch_size=args.batch_size,
+                 skip_corrupt=args.skip_corrupt)
+    if m["skipped_corrupt_shards"]:
+        print(f"skipped corrupt shards: {', '.join(m['skipped_corrupt_shards'])}")
     if m.get("caveat"):
         print(f"NOTE: {m['caveat']}")
     for s in args.splits.split(","):

@@ -53,14 +53,16 @@ def main() -> int:
                    help="only draw --stats for an existing labelled record set")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--skip-corrupt", action="store_true",
-                   help="leave out corrupt shards (counted) instead of failing")
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in labelling.json / metrics.json skipped_corrupt_shards and "
+                        "in the labelled manifest, instead of failing")
     args = p.parse_args()
 
     if args.stats_only:
         if not args.stats:
             p.error("--stats-only needs --stats PNG")
         from tf_cme.labelling import stats_from_records
-        counts = stats_from_records(args.stats_only, args.stats)
+        counts = stats_from_records(args.stats_only, args.stats, skip_corrupt=args.skip_corrupt)
         print(f"dominant emotions: {counts} -> {args.stats}")
         return 0
     if not (args.records and args.teacher and args.out):
@@ -81,6 +83,8 @@ def main() -> int:
            f" (all {s['shards_from_cache']} shards from the cache)")
     print(f"labelled {s['frames']} frames of {s['clips']} clips{fps}; undecodable frames "
           f"skipped: {s['undecodable_frames']} -> {args.out}")
+    if s["skipped_corrupt_shards"]:
+        print(f"skipped corrupt shards: {', '.join(s['skipped_corrupt_shards'])}")
     return 0
 
 

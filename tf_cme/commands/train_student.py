@@ -65,6 +65,9 @@ def main() -> int:
                    help="resume a run folder although its resolved config, records (manifest) "
                         "or teacher file differ from the run's; without it only "
                         "mini_epochs, images, check_records and keep_epochs may change on resume")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "width": args.width,
@@ -83,7 +86,10 @@ def main() -> int:
     check_output_dir(args.out)
 
     from tf_cme.training.student import train
-    metrics = train(cfg, args.out, allow_changed=args.allow_changed)
+    metrics = train(cfg, args.out, allow_changed=args.allow_changed,
+                    skip_corrupt=args.skip_corrupt)
+    if metrics.get("skipped_corrupt_shards"):
+        print(f"skipped corrupt shards: {', '.join(metrics['skipped_corrupt_shards'])}")
     st = metrics.get("student", {})
     if st:
         tr, va = st.get("train", {}), st.get("val", {})

@@ -47,6 +47,9 @@ def main() -> int:
     p.add_argument("--allow-changed", action="store_true",
                    help="resume even though options other than epochs_per_rate, "
                         "sample_images, records/init paths differ from the run's")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "arch": args.arch, "width": args.width,
@@ -65,7 +68,9 @@ def main() -> int:
 
     from tf_cme.training.teacher import train
     m = train(cfg, args.out, max_epochs=args.max_epochs,
-              allow_changed=args.allow_changed)
+              allow_changed=args.allow_changed, skip_corrupt=args.skip_corrupt)
+    if m["skipped_corrupt_shards"]:
+        print(f"skipped corrupt shards: {', '.join(m['skipped_corrupt_shards'])}")
     print(f"best epoch {m['best_epoch']}: val accuracy {m['best_val_accuracy']:.4f} "
           f"-> {Path(args.out) / 'model.keras'}")
     return 0

@@ -91,7 +91,8 @@ def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: 
                   "class_counts_meaning": "per clip: the emotion holding the largest teacher "
                                           "logit of the track (protocol §7.1)",
                   "source_records": {"dir": str(src_dir), "skipped": src.get("skipped", {}),
-                                     "corrupt_shards_skipped": len(bad)}})
+                                     "corrupt_shards_skipped": len(bad),
+                                     "skipped_corrupt_shards": records.skipped_names(bad)}})
     if teacher.get("provenance") == provenance.DEMO:    # labels from a demo teacher
         extra["synthetic"] = True
     try:

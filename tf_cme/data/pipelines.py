@@ -1,8 +1,11 @@
 """tf.data input pipelines over tf-cme record sets.
 
-Every reader lists its shards from the manifest (a missing or truncated shard is
-an error naming the file, or with ``skip_corrupt=True`` is left out and counted
-in ``LAST_SKIPPED_SHARDS``), interleaves the shards, parses and decodes with
+Every reader lists its shards from the manifest and checks them once per process
+(:func:`tf_cme.data.records.shard_files`: size, every record's CRC, the record count): a
+missing, truncated or corrupt shard is an error naming the file, the record and the
+command that rebuilds it, or with ``skip_corrupt=True`` is left out whole and listed
+in ``LAST_SKIPPED_SHARDS`` (callers report it as ``skipped_corrupt_shards``:
+:func:`skipped_shards`), interleaves the shards, parses and decodes with
 ``num_parallel_calls=AUTOTUNE`` and prefetches. All randomness is stateless and
 derived from ``seed`` and the element's position in the stream, so a pipeline
 with a seed yields the same elements in the same order on every run.
@@ -25,10 +28,12 @@ row normalisation and the evaluation bucket crop belong to the student's front e
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -47,20 +52,63 @@ LAST_SKIPPED_SHARDS: list[str] = []
 
 
 # ------------------------------------------------------------------- shards
+def skipped_shards(dir, splits=None, skip_corrupt: bool = False) -> list[str]:
+    """``skipped_corrupt_shards`` of a reader of ``splits`` (a name, names or None: all):
+    the names of the shards it leaves out with ``skip_corrupt`` (checked once per
+    process: the pipelines then reuse the result); a CmeError naming the first corrupt
+    shard without ``skip_corrupt``. Trainers and evaluators write it into their outputs."""
+    _, bad = records.shard_files(dir, splits, None, skip_corrupt=skip_corrupt)
+    return records.skipped_names(bad)
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(dir, splits=None, skipped=()):
+    """Turn a ``DataLossError`` raised inside the block (a shard damaged after it was
+    checked, e.g. while a run was reading it) into the CmeError naming the shard, its
+    record and the rebuild command: every shard of ``splits`` of ``dir`` is checked again
+    (not from the once-per-process cache), except those already ``skipped`` (names).
+    ``dir`` None: errors pass unchanged (pipelines that are not a record set's)."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        if dir is None:
+            raise
+        first = (e.message or str(e)).strip().splitlines()[0][:200]
+        records.forget_checks()
+        m = records.read_manifest(dir)
+        _, bad = records.shard_files(dir, splits, m, skip_corrupt=True)
+        new = [b for b in bad if Path(b).name not in set(skipped)]
+        if new:
+            raise CmeError(f"corrupt shard {new[0]} (damaged while it was being read: "
+                           f"{first}); {records.rebuild_hint(dir, m)}") from None
+        raise CmeError(f"{dir}: reading its records failed ({first}), yet every shard "
+                       f"passes its checks now") from None
+
+
+def named_iteration(iterable, dir, splits=None, skipped=()):
+    """``iterable`` (a dataset), with :func:`naming_corrupt_shards` around every step."""
+    it = iter(iterable)
+    while True:
+        with naming_corrupt_shards(dir, splits, skipped):
+            try:
+                x = next(it)
+            except StopIteration:
+                return
+        yield x
+
+
 def _records(dir, split, schema_name, *, shuffle_files: bool, seed: int,
              input_context=None, skip_corrupt: bool = False, cycle_length: int = 8):
     m = records.read_manifest(dir, expect_schema=schema_name)
     splits = [split] if split is not None else list(m["splits"])
     files, bad = [], []
-    for s in splits:
+    for s in splits:                       # split by split, in the manifest's split order
         if s not in m["splits"]:
             raise CmeError(f"{dir}: no split {s!r} (splits: {', '.join(m['splits']) or 'none'})")
         g, b = records.shard_files(dir, s, m, skip_corrupt=skip_corrupt)
         files += g
         bad += b
     LAST_SKIPPED_SHARDS[:] = bad
-    if bad:
-        log.warning("skipped %d corrupt shard(s): %s", len(bad), ", ".join(bad))
     if not files:
         raise CmeError(f"{dir}: no readable shards for split {split!r}")
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -75,8 +123,9 @@ def _records(dir, split, schema_name, *, shuffle_files: bool, seed: int,
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
 
     def read(f):
-        r = tf.data.TFRecordDataset(f)     # TF's default read buffer (256 KiB)
-        return r.ignore_errors(log_warning=True) if skip_corrupt else r
+        # TF's default read buffer (256 KiB); every shard passed its CRCs in shard_files, and
+        # a skipped shard is left out whole (never ignore_errors: records dropped silently)
+        return tf.data.TFRecordDataset(f)
 
     if shuffle_files and len(files) > 1:
         # training: records of `cycle_length` shards interleaved one by one (a mix
@@ -601,15 +650,15 @@ def frames_per_crop(crop_samples=CROP_SAMPLES, fs=schema_lib.SAMPLE_RATE) -> int
 _FRAMES_PER_CROP: dict = {}
 
 
-def _require_frames(dir, manifest, split) -> None:
+def _require_frames(dir, manifest, split, skip_corrupt: bool = False) -> None:
     """CmeError unless the record set carries face frames (manifest, then its first record)."""
     if manifest.get("frames_kept") is False:
         raise CmeError(f"{dir}: labelled records written without their face frames "
                        f"(label_faces.py drops them); an online teacher needs the emovox "
                        f"records that still have them (build_records.py emovox)")
-    files, _ = records.shard_files(dir, split, manifest, skip_corrupt=True)
+    files, _ = records.shard_files(dir, split, manifest, skip_corrupt=skip_corrupt)
     for path in files:
-        for raw in records.iter_records(path, check_crc=False):
+        for raw in records.iter_records(path, check_crc=True):
             feats = tf.train.Example.FromString(raw).features.feature
             if not feats["frames"].bytes_list.value:
                 key = feats["key"].bytes_list.value[0].decode()
@@ -651,7 +700,7 @@ def distill_frames_dataset(dir, split, *, batch_size, image_size, crop_samples=C
     h, w = _pair(image_size)
     sch = schema_lib.EMOVOX_SCHEMA
     m = records.read_manifest(dir, expect_schema=sch.name)
-    _require_frames(dir, m, split)
+    _require_frames(dir, m, split, skip_corrupt)
     ds = _clip_batches(dir, split, batch_size=batch_size, seed=seed, training=training,
                        repeat=repeat, input_context=input_context, skip_corrupt=skip_corrupt,
                        shuffle_buffer=shuffle_buffer, subset=subset)

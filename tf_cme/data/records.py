@@ -14,9 +14,11 @@ TensorFlow, or a thread) encodes one task's inputs and writes the shard itself
 (TFRecord framing and CRC-32C in :func:`write_tfrecord`, no TensorFlow needed) to
 ``<name>.pending-<pid>``, renamed when complete; its statistics are saved in
 ``.progress/`` just before the rename. Only the statistics go back to the
-builder, so the records never cross a process boundary. A re-run skips every shard whose file
-and statistics exist (and whose size matches), so an interrupted build resumes
-without losing or duplicating a shard. The manifest is written last, from the
+builder, so the records never cross a process boundary. A re-run keeps every shard whose file
+and statistics exist and whose size and sha256 match the statistics (a shard that fails
+this check is rebuilt, said on stderr and listed as ``rebuilt_corrupt`` in
+``.progress/build.json``), so an interrupted or damaged build resumes without losing or
+duplicating a shard. The manifest is written last, from the
 per-shard statistics, and has no time stamp: a resumed build writes the same
 manifest as an uninterrupted one.
 """
@@ -25,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import pickle
 import shutil
 import struct
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -41,6 +45,7 @@ from . import schema as schema_lib
 MANIFEST = "manifest.json"
 PROGRESS = ".progress"
 SKIPPED = "skipped.tsv"
+log = logging.getLogger(__name__)
 
 
 def shard_name(split: str, index: int) -> str:
@@ -167,17 +172,21 @@ def _build_key(schema: schema_lib.Schema, config: dict, tasks: list[ShardTask], 
     return h.hexdigest()
 
 
-def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes]) -> int:
+def write_tfrecord(path: str | os.PathLike, records: Iterable[bytes], hasher=None) -> int:
     """Write ``records`` as a TFRecord file (length, masked CRC-32C of the length,
     data, masked CRC-32C of the data; the framing TensorFlow reads) without
-    TensorFlow; returns the file size."""
+    TensorFlow; returns the file size. ``hasher`` (e.g. ``hashlib.sha256()``) is fed
+    every byte written."""
     n = 0
     with open(path, "wb") as f:
         for r in records:
             head = struct.pack("<Q", len(r))
-            f.write(head + struct.pack("<I", _masked_crc(head)))
-            f.write(r)
-            f.write(struct.pack("<I", _masked_crc(r)))
+            parts = (head + struct.pack("<I", _masked_crc(head)), r,
+                     struct.pack("<I", _masked_crc(r)))
+            for part in parts:
+                f.write(part)
+                if hasher is not None:
+                    hasher.update(part)
             n += 16 + len(r)
     return n
 
@@ -226,21 +235,29 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
                            f"another --out, or pass --overwrite to replace them")
         _clear(out)
     prog.mkdir(parents=True, exist_ok=True)
-    write_json(key_file, {"key": key, "schema": schema.name})
+    write_json(key_file, {"key": key, "schema": schema.name, "rebuilt_corrupt": []})
     for stale in list(out.glob("*.tmp-*")) + list(out.glob("*.pending*")):
         stale.unlink()                    # left by an interrupted build
 
     done: dict[str, dict] = {}
     pending: list[ShardTask] = []
+    rebuilt: list[str] = []
     for t in tasks:
         st = prog / f"{t.name}.json"
         shard = out / t.name
         if st.exists() and shard.exists():
             stats = read_json(st)
-            if stats.get("bytes") == shard.stat().st_size:
+            problem = _reuse_problem(shard, stats)
+            if problem is None:
                 done[t.name] = stats
                 continue
+            # a complete shard that no longer matches what was written: rebuilt, and said
+            rebuilt.append(t.name)
+            log.warning("rebuilding corrupt shard %s (%s)", shard, problem)
+            print(f"rebuilding corrupt shard {shard} ({problem})", file=sys.stderr, flush=True)
+            shard.unlink()
         pending.append(t)
+    write_json(key_file, {"key": key, "schema": schema.name, "rebuilt_corrupt": rebuilt})
 
     n_workers = cpu_count() if workers <= 0 else workers
     n_workers = max(1, min(n_workers, sum(len(t.items) for t in pending)))
@@ -287,6 +304,32 @@ def _clear(out: Path) -> None:
     shutil.rmtree(out / PROGRESS, ignore_errors=True)
 
 
+def _reuse_problem(shard: Path, stats: dict) -> str | None:
+    """Why an existing complete shard may not be reused (None: it may): its size or sha256
+    differs from the statistics written with it (statistics from before sha256 was
+    recorded: every record's CRC and the record count are checked instead)."""
+    size = shard.stat().st_size
+    if stats.get("bytes") != size:
+        return f"{size} bytes, {stats.get('bytes')} written"
+    if stats.get("sha256"):
+        if file_sha256(shard) != stats["sha256"]:
+            return "sha256 differs from the one recorded when it was written"
+        return None
+    try:
+        check_shard(shard, stats.get("examples"), cache=False)
+    except CmeError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
+
+
+def last_build(out_dir: str | os.PathLike) -> dict:
+    """What the last :func:`build` call into ``out_dir`` did beyond the manifest:
+    ``rebuilt_corrupt`` (names of complete shards it found damaged and rebuilt)."""
+    path = Path(out_dir) / PROGRESS / "build.json"
+    info = read_json(path) if path.exists() else {}
+    return {"rebuilt_corrupt": list(info.get("rebuilt_corrupt", []))}
+
+
 def _finish_shard(out: Path, t: ShardTask, results: list, builder_pid: int | None = None) -> dict:
     records, counts, skipped, skip_lines = [], Counter(), Counter(), []
     flat = []
@@ -307,7 +350,9 @@ def _finish_shard(out: Path, t: ShardTask, results: list, builder_pid: int | Non
     # and has its statistics (the size check catches a stale statistics file).
     tmp_path = out / f"{t.name}.pending-{os.getpid()}"
     try:
-        stats["bytes"] = write_tfrecord(tmp_path, records)
+        h = hashlib.sha256()
+        stats["bytes"] = write_tfrecord(tmp_path, records, hasher=h)
+        stats["sha256"] = h.hexdigest()     # checked before the shard is reused on resume
         if builder_pid is not None and not _alive(builder_pid):
             return stats           # an orphaned worker of a killed build: leave no trace
         write_json(out / PROGRESS / f"{t.name}.json", stats)
@@ -395,20 +440,73 @@ def read_manifest(dir: str | os.PathLike, expect_schema: str | None = None) -> d
     return m
 
 
-def shard_files(dir: str | os.PathLike, split: str | None = None, manifest: dict | None = None,
-                skip_corrupt: bool = False) -> tuple[list[str], list[str]]:
-    """Shard paths of ``split`` (all splits when None), checked against the manifest.
+def rebuild_hint(dir: str | os.PathLike, manifest: dict) -> str:
+    """The command that rebuilds a record set's damaged shards (a re-run into the same
+    folder checks every shard's sha256 and rewrites the corrupt ones)."""
+    dir = Path(dir)
+    if manifest.get("labelled"):
+        src = (manifest.get("source_records") or {}).get("dir") or "SOURCE_RECORDS"
+        teacher = (manifest.get("teacher") or {}).get("file") or "TEACHER.keras"
+        return (f"rebuild it with `label_faces.py --records {src} --teacher {teacher} "
+                f"--out {dir}` (the options it was labelled with; it rewrites corrupt shards)")
+    kind = manifest.get("schema", "KIND")
+    if (dir / "config.json").exists():
+        return (f"rebuild it with `build_records.py {kind} --config {dir / 'config.json'} "
+                f"--out {dir}` (it rewrites corrupt shards)")
+    return (f"rebuild it by re-running the `build_records.py {kind} ... --out {dir}` command "
+            f"that wrote it (it rewrites corrupt shards)")
 
-    A missing shard or one whose size differs from the manifest (truncated) is an
-    error naming the file; with ``skip_corrupt`` it is left out and returned in
-    the second list instead.
+
+#: Shards whose every record passed its CRCs in this process: (path, size, mtime_ns) -> records.
+_VERIFIED: dict[tuple, int] = {}
+_WARNED: set = set()
+
+
+def forget_checks() -> None:
+    """Forget which shards passed :func:`check_shard` (the next readers read them again)."""
+    _VERIFIED.clear()
+
+
+def check_shard(path: str | os.PathLike, examples: int | None = None, *,
+                cache: bool = True) -> int:
+    """Read a whole shard, check every record's framing and CRCs (and, given
+    ``examples``, the record count); return the number of records. A problem is a
+    CmeError naming the file, the record and its byte offset. With ``cache`` a shard is
+    read once per process while its size and modification time stay the same (every
+    reader calls this through :func:`shard_files`)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    n = _VERIFIED.get(key) if cache else None
+    if n is None:
+        n = len(shard_index(p, check_crc=True)[1])
+        if cache:
+            _VERIFIED[key] = n
+    if examples is not None and n != int(examples):
+        raise CmeError(f"corrupt shard {p}: {n} records, the manifest says {examples}")
+    return n
+
+
+def shard_files(dir: str | os.PathLike, split=None, manifest: dict | None = None,
+                skip_corrupt: bool = False, verify: bool = True) -> tuple[list[str], list[str]]:
+    """Shard paths of ``split`` (a name, a list of names, or None: all splits), checked
+    against the manifest.
+
+    A missing shard, one whose size differs from the manifest (truncated) or, with
+    ``verify`` (every reader), one whose records fail their CRCs or whose record count
+    differs (:func:`check_shard`) is a CmeError naming the file, the record and the command
+    that rebuilds it; with ``skip_corrupt`` it is left out, logged with its reason and
+    returned in the second list instead (callers report them as
+    ``skipped_corrupt_shards``: :func:`skipped_names`).
     """
     m = manifest or read_manifest(dir)
-    if split is not None and split not in m["splits"]:
-        raise CmeError(f"{dir}: no split {split!r} (splits: {', '.join(m['splits'])})")
+    names = None if split is None else ([split] if isinstance(split, str) else list(split))
+    for sp in names or []:
+        if sp not in m["splits"]:
+            raise CmeError(f"{dir}: no split {sp!r} (splits: {', '.join(m['splits'])})")
     good, bad = [], []
     for s in m["shards"]:
-        if split is not None and s["split"] != split:
+        if names is not None and s["split"] not in names:
             continue
         p = Path(dir) / s["file"]
         problem = None
@@ -416,14 +514,28 @@ def shard_files(dir: str | os.PathLike, split: str | None = None, manifest: dict
             problem = "missing"
         elif p.stat().st_size != s["bytes"]:
             problem = f"truncated or altered ({p.stat().st_size} bytes, manifest says {s['bytes']})"
+        elif verify:
+            try:
+                check_shard(p, s.get("examples"))
+            except CmeError as e:
+                problem = str(e).split(": ", 1)[-1]
         if problem:
             if not skip_corrupt:
-                raise CmeError(f"corrupt shard {p}: {problem}; rebuild it (re-run "
-                               f"build_records.py) or pass --skip-corrupt")
+                raise CmeError(f"corrupt shard {p} ({problem}); {rebuild_hint(dir, m)}, "
+                               f"or pass --skip-corrupt to leave it out (counted)")
+            if (str(p), problem) not in _WARNED:      # once per process, not per epoch
+                _WARNED.add((str(p), problem))
+                log.warning("skipping corrupt shard %s (%s)", p, problem)
+                print(f"skipping corrupt shard {p} ({problem})", file=sys.stderr, flush=True)
             bad.append(str(p))
         else:
             good.append(str(p))
     return good, bad
+
+
+def skipped_names(bad: Iterable[str]) -> list[str]:
+    """``skipped_corrupt_shards`` as outputs report them: shard file names, sorted."""
+    return sorted({Path(b).name for b in bad})
 
 
 def shard_index(path: str | os.PathLike, check_crc: bool = True):
@@ -431,7 +543,7 @@ def shard_index(path: str | os.PathLike, check_crc: bool = True):
 
     Returns ``(data, offsets, lengths)``: the file's bytes and, per record, where
     its payload starts and how long it is (int64 arrays). A truncated file or a
-    bad checksum is a CmeError naming the file and the byte offset.
+    bad checksum is a CmeError naming the file, the record (0-based) and its byte offset.
     """
     import numpy as np
     path = Path(path)
@@ -441,17 +553,18 @@ def shard_index(path: str | os.PathLike, check_crc: bool = True):
     offs, lens = [], []
     off, n = 0, len(data)
     while off < n:
+        where = f"record {len(offs)} at byte {off}"
         if off + 12 > n:
-            raise CmeError(f"corrupt shard {path}: truncated record header at byte {off}")
+            raise CmeError(f"corrupt shard {path}: {where}: truncated record header")
         (length,) = struct.unpack_from("<Q", data, off)
         if check_crc and struct.unpack_from("<I", data, off + 8)[0] != _masked_crc(view[off:off + 8]):
-            raise CmeError(f"corrupt shard {path}: bad length checksum at byte {off}")
+            raise CmeError(f"corrupt shard {path}: {where}: length CRC mismatch")
         start = off + 12
         end = start + length
         if end + 4 > n:
-            raise CmeError(f"corrupt shard {path}: truncated record at byte {off}")
+            raise CmeError(f"corrupt shard {path}: {where}: truncated record")
         if check_crc and struct.unpack_from("<I", data, end)[0] != _masked_crc(view[start:end]):
-            raise CmeError(f"corrupt shard {path}: bad data checksum in the record at byte {off}")
+            raise CmeError(f"corrupt shard {path}: {where}: data CRC mismatch")
         offs.append(start)
         lens.append(length)
         off = end + 4
@@ -468,32 +581,15 @@ def iter_records(path: str | os.PathLike, check_crc: bool = True) -> Iterable[by
 def verify(dir: str | os.PathLike, skip_corrupt: bool = False) -> dict:
     """Read every shard fully (CRC checks, record counts vs the manifest).
 
-    Returns ``{"shards": good shards, "examples": n, "corrupt": [files]}``; a
-    corrupt, truncated or missing shard raises a CmeError naming it unless
-    ``skip_corrupt``.
+    Returns ``{"shards": good shards, "examples": n, "corrupt": [paths],
+    "skipped_corrupt_shards": [names]}``; a corrupt, truncated or missing shard raises a
+    CmeError naming it unless ``skip_corrupt``.
     """
-    import tensorflow as tf
     m = read_manifest(dir)
     good, bad = shard_files(dir, None, m, skip_corrupt=skip_corrupt)
-    expected = {str(Path(dir) / s["file"]): s["examples"] for s in m["shards"]}
-    n_ex, n_good = 0, 0
-    for p in good:
-        try:
-            n = 0
-            for _ in tf.data.TFRecordDataset(p):
-                n += 1
-            if n != expected[p]:
-                raise CmeError(f"corrupt shard {p}: {n} records, manifest says {expected[p]}")
-        except (tf.errors.OpError, CmeError) as e:
-            if not skip_corrupt:
-                if isinstance(e, CmeError):
-                    raise
-                raise CmeError(f"corrupt shard {p}: {e.message.splitlines()[0]}") from None
-            bad.append(p)
-            continue
-        n_ex += n
-        n_good += 1
-    return {"shards": n_good, "examples": n_ex, "corrupt": bad}
+    n_ex = sum(check_shard(p) for p in good)
+    return {"shards": len(good), "examples": n_ex, "corrupt": bad,
+            "skipped_corrupt_shards": skipped_names(bad)}
 
 
 # CRC-32C (Castagnoli), masked as TFRecord does. google-crc32c is Google's C

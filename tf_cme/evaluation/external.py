@@ -225,13 +225,16 @@ def random_baseline(labels, num_classes: int, width: int = 8, draws: int = 10, s
 # Features from the record set
 # ---------------------------------------------------------------------------------
 
-def read_external(records: str | os.PathLike, limit: int = 0) -> tuple[dict, list[dict]]:
-    """``(manifest, clips)`` of an external record set; clips as NumPy dicts."""
+def read_external(records: str | os.PathLike, limit: int = 0,
+                  skip_corrupt: bool = False) -> tuple[dict, list[dict]]:
+    """``(manifest, clips)`` of an external record set; clips as NumPy dicts (corrupt
+    shards: an error naming them, or left out with ``skip_corrupt``)."""
     from ..data import pipelines
     from .records import open_records
     manifest = open_records(records, "external")
     clips = []
-    for i, ex in enumerate(pipelines.external_dataset(str(records)).as_numpy_iterator()):
+    for i, ex in enumerate(pipelines.external_dataset(
+            str(records), skip_corrupt=skip_corrupt).as_numpy_iterator()):
         if limit and i >= limit:
             break
         clips.append(ex)
@@ -296,14 +299,17 @@ def calibration(dataset: str, classes: Sequence[str], layer: LogisticLayer) -> d
 
 def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
               out: str | os.PathLike, cfg: ExternalConfig | None = None,
-              teacher_run: str | os.PathLike | None = None) -> dict:
-    """Run the external benchmark of the student of ``model_run`` on ``records``."""
+              teacher_run: str | os.PathLike | None = None, skip_corrupt: bool = False) -> dict:
+    """Run the external benchmark of the student of ``model_run`` on ``records`` (corrupt
+    shards left out with ``skip_corrupt`` are listed in ``skipped_corrupt_shards``)."""
+    from ..data.pipelines import skipped_shards
     from ..utils import as_str
     from .scoring import load_student
     cfg = cfg or ExternalConfig()
     t0 = time.perf_counter()
     out = Path(out)
-    manifest, clips = read_external(records)
+    manifest, clips = read_external(records, skip_corrupt=skip_corrupt)
+    skipped_shards_ = skipped_shards(records, None, skip_corrupt)   # checked once: listed
     classes = manifest_classes(manifest, records)
     k = len(classes)
     dataset = str(manifest.get("dataset") or as_str(clips[0].get("dataset", "")) or
@@ -382,7 +388,8 @@ def benchmark(model_run: str | os.PathLike, records: str | os.PathLike,
         "accuracy_mean": student.mean, "accuracy_std": student.std,
         "random_accuracy_mean": rand["accuracy_mean"],
         "chance": 1.0 / k, "teacher_visual": results.get("teacher_visual", visual),
-        "skipped": skipped, "calibration": "calibration.json",
+        "skipped": skipped, "skipped_corrupt_shards": skipped_shards_,
+        "calibration": "calibration.json",
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return contract.write_metrics(out, contract.EXTERNAL, metrics)

@@ -60,12 +60,12 @@ class Gallery:
     def missing_frames(self) -> set[str]:
         return {item["key"] for heap in self.heaps for _, _, item in heap if not item["_jpeg"]}
 
-    def fill_frames(self, records: str | os.PathLike) -> int:
+    def fill_frames(self, records: str | os.PathLike, skip_corrupt: bool = False) -> int:
         """Take the peak face frames of the kept clips from another record set of the same
         clips (labelled records are written without their JPEG frames by default)."""
         wanted = self.missing_frames()
         found = 0
-        for ex in iterate_clips(records):
+        for ex in iterate_clips(records, skip_corrupt=skip_corrupt):
             key = as_str(ex["key"])
             if key not in wanted:
                 continue

@@ -46,9 +46,12 @@ def _check_whole_clips(records) -> None:
                        f"{REBUILD} without --max-seconds")
 
 
-def iterate_clips(records: str | os.PathLike) -> Iterator[dict]:
-    """Emovox clips as NumPy dicts (``clips_dataset`` of the records pipeline)."""
+def iterate_clips(records: str | os.PathLike, skip_corrupt: bool = False) -> Iterator[dict]:
+    """Emovox clips as NumPy dicts (``clips_dataset`` of the records pipeline; corrupt
+    shards are an error naming them, or left out with ``skip_corrupt``)."""
     from ..data import pipelines
-    yield from pipelines.clips_dataset(str(records)).as_numpy_iterator()
+    ds = pipelines.clips_dataset(str(records), skip_corrupt=skip_corrupt).as_numpy_iterator()
+    yield from pipelines.named_iteration(
+        ds, str(records), None, pipelines.skipped_shards(str(records), None, skip_corrupt))
 
 

@@ -83,17 +83,23 @@ NONFINITE_STUDENT = "non-finite student logits"
 
 
 def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.PathLike,
-             cfg: StudentEvalConfig | None = None, clips: Iterable[dict] | None = None) -> dict:
+             cfg: StudentEvalConfig | None = None, clips: Iterable[dict] | None = None,
+             skip_corrupt: bool = False) -> dict:
     """Evaluate the student of ``run`` on the labelled emovox ``records``; write ``out``.
 
     ``clips`` (optional) replaces the record reader with an iterable of dicts with the
     ``clips_dataset`` fields (``key``, ``waveform``, ``set``, ``logits``, ``frames``,
-    ``frame_times``). Returns the metrics dict (also in ``out/metrics.json``).
+    ``frame_times``). Returns the metrics dict (also in ``out/metrics.json``). Every shard
+    read is checked (CRCs) first: a corrupt one is a CmeError naming it, or with
+    ``skip_corrupt`` is left out and listed in ``skipped_corrupt_shards`` (those of the
+    gallery's frame records in ``gallery_skipped_corrupt_shards``).
     """
+    from ..data.pipelines import skipped_shards
     cfg = cfg or StudentEvalConfig()
     ignore = [emotions.canonical(e) for e in cfg.ignore]
     t0 = time.perf_counter()
     manifest = open_records(records) if clips is None else {}
+    skipped_shards_ = skipped_shards(records, None, skip_corrupt) if clips is None else []
     if cfg.frames_records:
         open_records(cfg.frames_records)
     model, model_path = load_student(run)
@@ -104,7 +110,7 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
                            max_samples=int(round(cfg.max_seconds * schema_lib.SAMPLE_RATE)) or None,
                            embedding=True)
     gallery = Gallery(cfg.gallery_size, cfg.gallery_seconds)
-    source = clips if clips is not None else iterate_clips(records)
+    source = clips if clips is not None else iterate_clips(records, skip_corrupt=skip_corrupt)
 
     info: dict[str, dict] = {}
     skipped: dict[str, int] = {}
@@ -217,8 +223,10 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     if frames_dir is None:                  # labelled records drop their frames by default
         src = (manifest.get("source_records") or {}).get("dir")
         frames_dir = src if src and (Path(src) / "manifest.json").exists() else None
+    gallery_skipped: list[str] = []
     if frames_dir and gallery.missing_frames():
-        gallery.fill_frames(frames_dir)
+        gallery_skipped = skipped_shards(frames_dir, None, skip_corrupt)
+        gallery.fill_frames(frames_dir, skip_corrupt=skip_corrupt)
     gallery.write(out / "gallery", student)
 
     metrics = {
@@ -232,6 +240,8 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
         "tracks": tracks,
         "teacher_label_counts": label_counts,
         "skipped": skipped,
+        "skipped_corrupt_shards": skipped_shards_,
+        "gallery_skipped_corrupt_shards": gallery_skipped,
         "seconds": round(time.perf_counter() - t0, 2),
         "seconds_scoring": round(seconds_scoring, 2),
         "pr_curves_without_positives": no_positives,

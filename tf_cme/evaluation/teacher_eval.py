@@ -20,10 +20,14 @@ from ..utils import CmeError
 
 
 def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
-             out_dir: str | os.PathLike, splits=("val", "test"), batch_size: int = 256) -> dict:
+             out_dir: str | os.PathLike, splits=("val", "test"), batch_size: int = 256,
+             skip_corrupt: bool = False) -> dict:
     """Evaluate ``model_path`` on ``splits`` of the FER+ record set ``records``; writes
     ``metrics.json`` (``<split>_accuracy``, ``<split>_recall``, ``<split>_confusion``,
-    ``<split>_examples``) and ``figures/confusion-<split>.png`` into ``out_dir``."""
+    ``<split>_examples``, ``skipped_corrupt_shards``: the corrupt shards left out with
+    ``skip_corrupt``, else each is a CmeError naming it) and
+    ``figures/confusion-<split>.png`` into ``out_dir``."""
+    from ..data.pipelines import skipped_shards
     from ..data import records as records_lib
     from ..models.io import load_model
     from ..metrics.plots import plot_confusion
@@ -33,6 +37,7 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
     if missing:
         raise CmeError(f"{records}: no split(s) {', '.join(missing)} "
                        f"(has {', '.join(manifest['splits'])})")
+    skipped = skipped_shards(records, list(splits), skip_corrupt)
     model = load_model(model_path)
     md = getattr(model, "cme_metadata", {})
     classes = md.get("class_names", list(emotions.FERPLUS))
@@ -41,11 +46,12 @@ def evaluate(model_path: str | os.PathLike, records: str | os.PathLike,
     run = Run.create(out_dir)
     info = provenance.model_info(md)
     out: dict = {"model": str(model_path), "records": str(records),
-                 "provenance": info["provenance"], "caveat": info["caveat"]}
+                 "provenance": info["provenance"], "caveat": info["caveat"],
+                 "skipped_corrupt_shards": skipped}
     predict_fn = make_predict_fn(model)
     for split in splits:
         logits, labels, _ = predict_split(model, records, split, batch_size=batch_size,
-                                          predict_fn=predict_fn)
+                                          predict_fn=predict_fn, skip_corrupt=skip_corrupt)
         preds = logits.argmax(-1) if len(logits) else np.zeros((0,), np.int64)
         cm = confusion_matrix(labels, preds, emotions.NUM_CLASSES)
         acc = float((preds == labels).mean()) if len(labels) else None

@@ -150,10 +150,12 @@ def _validate(cfg: StudentTrainConfig) -> None:
         raise CmeError(f"keep_epochs: {bad[0]} is not a mini-epoch (they count from 1)")
 
 
-def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) -> dict:
+def check_records(dir, splits, *, min_samples: int = 400, online: bool = False,
+                  skip_corrupt: bool = False) -> dict:
     """Scan emovox records before training: every clip must have at least one frame of
     audio and finite teacher logits of width 8, or with ``online`` (an online teacher)
-    face frames (JPEG). CmeError naming the record."""
+    face frames (JPEG). CmeError naming the record. Records are read with their CRCs
+    checked; a corrupt shard is a CmeError naming it, or left out with ``skip_corrupt``."""
     import tensorflow as tf
     from ..data import records as records_lib
     m = records_lib.read_manifest(dir, expect_schema="emovox")
@@ -172,12 +174,12 @@ def check_records(dir, splits, *, min_samples: int = 400, online: bool = False) 
                        f"{emotions.NUM_CLASSES} (FER+ order)")
     counts = {}
     for split in splits:
-        files, _ = records_lib.shard_files(dir, split, m)
+        files, _ = records_lib.shard_files(dir, split, m, skip_corrupt=skip_corrupt)
         n = 0
         bar = progress(total=m["splits"][split].get("examples"), desc=f"checking {split} records",
                        unit="clip")
         for path in files:
-            for raw in records_lib.iter_records(path, check_crc=False):
+            for raw in records_lib.iter_records(path, check_crc=True):
                 feats = tf.train.Example.FromString(raw).features.feature
                 key = feats["key"].bytes_list.value[0].decode()
                 num_samples = int(feats["num_samples"].int64_list.value[0])
@@ -266,7 +268,7 @@ class _Summaries:
 
 
 def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
-                       val_subset=None) -> Callable:
+                       val_subset=None, skip_corrupt: bool = False) -> Callable:
     """``fn(split, seed, training) -> tf.data.Dataset`` over the labelled records, or with
     ``cfg.teacher`` over the records' face frames at the teacher's ``image_size``;
     ``training=False`` (validation) reads only the tracks of ``val_subset``
@@ -279,27 +281,33 @@ def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
             return pipelines.distill_frames_dataset(
                 cfg.records, split, batch_size=cfg.batch_size, image_size=image_size,
                 crop_samples=cfg.crop_samples, seed=seed, training=training, repeat=training,
-                subset=subset)
+                subset=subset, skip_corrupt=skip_corrupt)
         return pipelines.distill_dataset(cfg.records, split, batch_size=cfg.batch_size,
                                          crop_samples=cfg.crop_samples, seed=seed,
                                          agg=cfg.agg, training=training, repeat=training,
-                                         subset=subset)
+                                         subset=subset, skip_corrupt=skip_corrupt)
     return fn
 
 
-def validation_subset(cfg: StudentTrainConfig):
+def validation_subset(cfg: StudentTrainConfig, skip_corrupt: bool = False):
     """The run's validation tracks: a random ``val_fraction`` of ``val_split`` fixed by
     ``seed`` (:func:`tf_cme.data.pipelines.random_subset`; protocol §6), or None."""
     if not cfg.val_fraction:
         return None
     from ..data import pipelines
-    return pipelines.random_subset(cfg.records, cfg.val_split, cfg.val_fraction, cfg.seed)
+    return pipelines.random_subset(cfg.records, cfg.val_split, cfg.val_fraction, cfg.seed,
+                                   skip_corrupt=skip_corrupt)
 
 
-def split_sizes(cfg: StudentTrainConfig) -> dict:
+def split_sizes(cfg: StudentTrainConfig, skipped=()) -> dict:
+    """{split: examples} of the records, less those of the ``skipped`` (corrupt) shards."""
     from ..data import records as records_lib
     m = records_lib.read_manifest(cfg.records, expect_schema="emovox")
-    return {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+    sizes = {k: int(v.get("examples", 0)) for k, v in m["splits"].items()}
+    for sh in m["shards"]:
+        if sh["file"] in skipped:
+            sizes[sh["split"]] -= int(sh["examples"])
+    return sizes
 
 
 def _build_student(cfg: StudentTrainConfig, synchronized: bool = False):
@@ -392,7 +400,8 @@ def _provenance(cfg: StudentTrainConfig, digest: str | None) -> dict:
 
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
-          return_student: bool = False, allow_changed: bool = False):
+          return_student: bool = False, allow_changed: bool = False,
+          skip_corrupt: bool = False):
     """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
 
     A run folder that holds a checkpoint resumes only with the same resolved config and the
@@ -401,6 +410,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     §6; every start and resume is recorded in ``RUN/resumes.jsonl``).
     ``dataset_fn(split, seed, training)`` and ``sizes`` ({split: examples}) replace the
     record pipeline (tests). Returns the final metrics (also in ``metrics.json``).
+    The shards of the splits read are checked (CRCs) first: a corrupt one is a CmeError
+    naming it, or with ``skip_corrupt`` is left out and listed in the metrics'
+    ``skipped_corrupt_shards``.
     """
     _validate(cfg)
     if strategy is None:
@@ -412,6 +424,13 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
+    from ..data.pipelines import naming_corrupt_shards
+    skipped: list[str] = []
+    default_data = dataset_fn is None
+    if default_data:
+        from ..data.pipelines import skipped_shards
+        skipped = skipped_shards(cfg.records, [cfg.train_split] + (
+            [cfg.val_split] if cfg.val_fraction > 0 else []), skip_corrupt)
     run = Run.create(run_dir)
     chief = _is_chief(strategy)
     teacher_info = None
@@ -435,10 +454,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
             contract.update_metrics(run.path, contract.STUDENT, teacher=teacher_info)
     if dataset_fn is None:
         if sizes is None:
-            sizes = split_sizes(cfg)
+            sizes = split_sizes(cfg, skipped)
         if cfg.check_records and chief:
             need = [cfg.train_split] + ([cfg.val_split] if cfg.val_fraction > 0 else [])
-            check_records(cfg.records, need, online=bool(cfg.teacher))
+            check_records(cfg.records, need, online=bool(cfg.teacher),
+                          skip_corrupt=skip_corrupt)
     n_train = int(sizes.get(cfg.train_split, 0))
     if n_train < 1:
         raise CmeError(f"{cfg.records}: no training clips in split {cfg.train_split!r}")
@@ -471,14 +491,14 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     if start >= cfg.mini_epochs and run.model_path.exists():
         return (run.metrics(), student) if return_student else run.metrics()
     if dataset_fn is None:
-        val_subset = validation_subset(cfg) if val_steps else None
+        val_subset = validation_subset(cfg, skip_corrupt) if val_steps else None
         if val_subset is not None:
             val_steps = math.ceil(val_subset.tracks / cfg.batch_size)
             if chief:
                 contract.update_metrics(run.path, contract.STUDENT,
                                         validation=val_subset.info())
         dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None,
-                                        val_subset=val_subset)
+                                        val_subset=val_subset, skip_corrupt=skip_corrupt)
 
     summaries = _Summaries(run.tensorboard, enabled=chief)
     history: dict = {}
@@ -496,9 +516,10 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
                   if val_steps else None)
         # The step counts are passed on, not left for Keras to discover: a dataset of
         # unknown cardinality that ends makes Keras warn "Your input ran out of data".
-        hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
-                             steps_per_epoch=steps, validation_data=val_ds,
-                             validation_steps=val_steps or None, shuffle=False)
+        with naming_corrupt_shards(cfg.records if default_data else None, None, skipped):
+            hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
+                                 steps_per_epoch=steps, validation_data=val_ds,
+                                 validation_steps=val_steps or None, shuffle=False)
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
@@ -533,7 +554,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
             run.path, contract.STUDENT,
             student=dict(history, mini_epochs=cfg.mini_epochs, steps_per_mini_epoch=steps,
                          val_steps=val_steps, replicas=replicas,
-                         train_seconds_this_session=round(elapsed, 1)))
+                         train_seconds_this_session=round(elapsed, 1)),
+            skipped_corrupt_shards=skipped)
     else:
         shutil.rmtree(run.path / ".scratch", ignore_errors=True)
     return (metrics, student) if return_student else metrics

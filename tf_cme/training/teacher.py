@@ -193,15 +193,18 @@ def make_predict_fn(model):
                        input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)])
 
 
-def predict_split(model, records_dir, split: str, batch_size: int = 256, predict_fn=None):
+def predict_split(model, records_dir, split: str, batch_size: int = 256, predict_fn=None,
+                  skip_corrupt: bool = False):
     """(logits [N, 8], hard labels [N], votes [N, 8]) of a FER+ split, no augmentation.
-    ``predict_fn`` (from :func:`make_predict_fn`) avoids re-tracing across calls."""
-    from ..data.pipelines import faces_dataset
+    ``predict_fn`` (from :func:`make_predict_fn`) avoids re-tracing across calls;
+    ``skip_corrupt`` leaves corrupt shards out (the caller reports them)."""
+    from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     ds = faces_dataset(records_dir, split, batch_size=batch_size, training=False,
-                       augment=False)
+                       augment=False, skip_corrupt=skip_corrupt)
     fn = predict_fn or make_predict_fn(model)
     logits, labels, votes = [], [], []
-    for x, y in ds:
+    for x, y in named_iteration(ds, records_dir, split,
+                                skipped_shards(records_dir, split, skip_corrupt)):
         logits.append(np.asarray(fn(x)))
         labels.append(y["label"].numpy())
         votes.append(y["votes"].numpy())
@@ -221,21 +224,23 @@ def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
 
 
 def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
-          allow_changed: bool = False) -> dict:
+          allow_changed: bool = False, skip_corrupt: bool = False) -> dict:
     """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
     epochs in this call (tests use it to simulate an interruption). Returns metrics.
 
     Initial weights and dropout are seeded from ``cfg.seed``. A resume compares the whole
     config and the record set's (and ``init``'s) digest with the run's
     (:meth:`tf_cme.runs.Run.start_or_resume`); only :data:`MAY_CHANGE` may differ unless
-    ``allow_changed``."""
+    ``allow_changed``. Every shard of the train and val splits is checked (CRCs) first:
+    a corrupt one is a CmeError naming it, or with ``skip_corrupt`` is left out and listed
+    in the metrics' ``skipped_corrupt_shards``."""
     import keras
     import tensorflow as tf
 
     from .. import config as config_lib
 
     from ..data import records as records_lib
-    from ..data.pipelines import faces_dataset
+    from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     from ..models.io import save_model
     from ..models.teacher import forward as teacher_forward
     from . import optim, strategy as strategy_lib
@@ -246,6 +251,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     for split in ("train", cfg.val_split):
         if split not in manifest["splits"]:
             raise CmeError(f"{cfg.records}: no {split!r} split")
+    skipped = skipped_shards(cfg.records, ["train", cfg.val_split], skip_corrupt)
     run = Run.create(run_dir)
     ckpt_path = run.checkpoints / CHECKPOINT
     sources = {"records": records_lib.manifest_digest(cfg.records)}
@@ -278,7 +284,9 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
         print(f"resuming from {ckpt_path} (epoch {state['epoch']} done)")
 
-    n_train = int(manifest["splits"]["train"]["examples"])
+    n_train = int(manifest["splits"]["train"]["examples"]) - sum(
+        int(s["examples"]) for s in manifest["shards"] if s["file"] in skipped
+        and s["split"] == "train")
     steps = cfg.steps_per_epoch or max(1, n_train // cfg.batch_size)
     if n_train < cfg.batch_size:
         raise CmeError(f"{cfg.records}: {n_train} training images, fewer than one batch of "
@@ -317,12 +325,13 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         optim.set_learning_rate(opt, lr)  # MatConvNet: lr after momentum
         ds = faces_dataset(cfg.records, "train", batch_size=cfg.batch_size, training=True,
                            seed=cfg.seed * 1000 + epoch, augment=_augment_mode(cfg), repeat=True,
-                           shuffle_buffer=cfg.shuffle_buffer).take(steps)
+                           shuffle_buffer=cfg.shuffle_buffer,
+                           skip_corrupt=skip_corrupt).take(steps)
         dist = strategy.experimental_distribute_dataset(ds)
         tot_loss, tot_correct, seen = 0.0, 0.0, 0
         t0 = time.time()
         bar = progress(total=steps, desc=f"epoch {epoch + 1}/{len(schedule)}", unit="batch")
-        for i, (images, y) in enumerate(dist):
+        for i, (images, y) in enumerate(named_iteration(dist, cfg.records, "train", skipped)):
             if i == 0 and epoch == 0 and cfg.sample_images:
                 local = strategy.experimental_local_results(images)[0]
                 with writer.as_default():
@@ -341,7 +350,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                            f"lower the learning rate")
         train_time = time.time() - t0
         logits, labels, votes = predict_split(model, cfg.records, cfg.val_split,
-                                              predict_fn=predict_fn)
+                                              predict_fn=predict_fn, skip_corrupt=skip_corrupt)
         preds = logits.argmax(-1)
         val_acc = float((preds == labels).mean()) if len(labels) else 0.0
         val_loss = float(np.mean(np.asarray(per_example_loss(loss_name, logits, labels,
@@ -378,6 +387,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                "val_recall_best_epoch": state.get("best_recall"),
                "epochs_done": state["epoch"], "epochs_total": len(schedule),
                "loss": loss_name, "history": state["history"],
+               "skipped_corrupt_shards": skipped,
                "train_seconds_this_call": round(time.time() - t_start, 1)}
     contract.update_metrics(run.path, contract.TEACHER, training=metrics)
     return metrics
