@@ -94,11 +94,11 @@ def evaluate(run: str | os.PathLike, records: str | os.PathLike, out: str | os.P
     ``skip_corrupt`` is left out and listed in ``skipped_corrupt_shards`` (those of the
     gallery's frame records in ``gallery_skipped_corrupt_shards``).
     """
-    from ..data.pipelines import skipped_shards
     cfg = cfg or StudentEvalConfig()
     ignore = [emotions.canonical(e) for e in cfg.ignore]
     t0 = time.perf_counter()
     manifest = open_records(records) if clips is None else {}
+    from ..data.pipelines import skipped_shards   # TensorFlow: after the records' checks
     skipped_shards_ = skipped_shards(records, None, skip_corrupt) if clips is None else []
     if cfg.frames_records:
         open_records(cfg.frames_records)
