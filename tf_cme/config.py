@@ -176,7 +176,7 @@ def save(cfg, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as JSON, atomically (temporary name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # hosts of a split build
     data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)

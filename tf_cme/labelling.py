@@ -150,9 +150,15 @@ def _read_cached(cpath: Path, key: str):
 def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                   cache_dir=None, classes=None, input_size=None, colour=None, scaling=None,
                   crop_fraction: float = 1 / 1.6, stats_png=None, overwrite: bool = False,
-                  skip_corrupt: bool = False) -> dict:
+                  skip_corrupt: bool = False, part=None) -> dict:
     """Label every face frame of ``records_dir`` with the teacher and write the labelled
-    record set ``out_dir``. Returns a summary (frames, skipped, frames/s, class counts)."""
+    record set ``out_dir``. Returns a summary (frames, skipped, frames/s, class counts).
+
+    ``part`` (:class:`tf_cme.data.records.Part`): label only the source shards whose
+    position among the (good) source shards is ``part.index`` modulo ``part.count``, write
+    their labelled shards, ``manifest.part-I-of-N.json`` and ``labelling.part-I-of-N.json``;
+    the last worker to finish (or :func:`merge_labelled`) writes manifest.json,
+    labelling.json and metrics.json."""
     import tensorflow as tf
 
     from .data import records as records_lib
@@ -166,6 +172,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     cache.mkdir(parents=True, exist_ok=True)
     files, bad_shards = records_lib.shard_files(records_dir, None, manifest,
                                                 skip_corrupt=skip_corrupt)
+    if part is not None:     # the positions write_labelled's task list gives these shards
+        files = part.select(files)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def call(images):
@@ -183,24 +191,24 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
         name = Path(path).name
         key = cache_key(digest, path, teacher, crop_fraction)
         cpath = cache / f"{name}.{key[:16]}.npz"
-        part = _read_cached(cpath, key)
-        if part is not None:
-            part, bad = part
-            bar.update(sum(len(v) for v in part.values()))
+        shard_logits = _read_cached(cpath, key)
+        if shard_logits is not None:
+            shard_logits, bad = shard_logits
+            bar.update(sum(len(v) for v in shard_logits.values()))
             cached_shards += 1
         else:
             with naming_corrupt_shards(records_dir, None, records_lib.skipped_names(bad_shards)):
-                part, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
-            computed_frames += sum(len(v) for v in part.values())
-            keys = list(part)
+                shard_logits, bad = _label_shard(teacher, path, batch_size, crop_fraction, call, bar)
+            computed_frames += sum(len(v) for v in shard_logits.values())
+            keys = list(shard_logits)
             with atomic_path(cpath) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, keys=np.frombuffer(json.dumps(keys).encode(), np.uint8),
                          cache_key=np.frombuffer(key.encode(), np.uint8),
                          undecodable=np.int64(bad),
-                         **{f"l{i}": part[k] for i, k in enumerate(keys)})
-        logits.update(part)
+                         **{f"l{i}": shard_logits[k] for i, k in enumerate(keys)})
+        logits.update(shard_logits)
         undecodable += bad
-        frames_done += sum(len(v) for v in part.values())
+        frames_done += sum(len(v) for v in shard_logits.values())
     bar.close()
     elapsed = time.time() - t0
     info = {**{k: v for k, v in teacher.info.items() if k != "metadata"},
@@ -211,7 +219,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
             # a demo teacher's labels make the records synthetic (tf_cme.provenance)
             "provenance": provenance.model_info(teacher.info.get("metadata"))["provenance"]}
     new_manifest = write_labelled(records_dir, out_dir, logits, info, overwrite=overwrite,
-                                  skip_corrupt=skip_corrupt)
+                                  skip_corrupt=skip_corrupt, part=part)
     dominant = np.concatenate([v for v in logits.values() if len(v)]).argmax(-1) \
         if logits and any(len(v) for v in logits.values()) else np.zeros((0,), np.int64)
     counts = {name: int((dominant == i).sum()) for i, name in enumerate(emotions.FERPLUS)}
@@ -225,11 +233,60 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                "dominant_counts": counts,
                "output": str(out_dir), "splits": {k: v.get("examples") for k, v in
                                                   new_manifest.get("splits", {}).items()}}
+    if part is not None:
+        summary["part"] = {"index": part.index, "count": part.count}
+        write_json(Path(out_dir) / f"labelling.{part.tag}.json", summary)
+        if records_lib.parts_complete(out_dir, part):    # the last worker to finish merges
+            summary["merged"] = merge_labelled(out_dir, stats_png)
+        return summary
     if stats_png:
         teacher_stats(counts, stats_png, title=f"{info.get('name') or 'teacher'}: "
                                                f"{frames_done} frames")
     write_json(Path(out_dir) / "labelling.json", summary)
     contract.write_metrics(out_dir, contract.LABELS, summary)   # the run-folder contract
+    return summary
+
+
+#: labelling.json fields a merge adds up over the parts (the rest: the same in every part)
+_SUMMED = ("frames", "clips", "undecodable_frames", "frames_computed", "shards_from_cache",
+           "seconds")
+
+
+def merge_labelled(out_dir, stats_png=None) -> dict:
+    """Join the parts of a labelling split with ``part``: the record set's manifest
+    (:func:`tf_cme.data.records.merge`, which checks the parts) and ``labelling.json`` /
+    ``metrics.json`` (counts added up; ``seconds`` is the parts' total, ``frames_per_second``
+    the frames computed per second of it). Returns the merged summary."""
+    from .data import records as records_lib
+    from .utils import CmeError, read_json
+    out = Path(out_dir)
+    m = records_lib.merge(out)
+    n = next(iter(records_lib._part_files(out).values()))[1]
+    parts = []
+    for i in range(n):
+        f = out / f"labelling.{records_lib.Part(i, n).tag}.json"
+        if not f.exists():
+            raise CmeError(f"{out}: missing {f.name} (manifest.part-{i}-of-{n}.json is "
+                           f"there: was it written by label_faces.py?); re-run label_faces.py "
+                           f"--num-workers {n} --worker-index {i}, then merge again")
+        parts.append(read_json(f))
+    summary = {k: v for k, v in parts[0].items() if k not in ("part", "merged")}
+    for k in _SUMMED:
+        summary[k] = sum(p.get(k) or 0 for p in parts)
+    summary["seconds"] = round(summary["seconds"], 2)
+    summary["frames_per_second"] = (round(summary["frames_computed"] / summary["seconds"], 1)
+                                    if summary["seconds"] and summary["frames_computed"]
+                                    else None)
+    summary["dominant_counts"] = {name: sum(int(p["dominant_counts"].get(name, 0))
+                                            for p in parts) for name in emotions.FERPLUS}
+    summary["output"] = str(out_dir)
+    summary["splits"] = {k: v.get("examples") for k, v in m.get("splits", {}).items()}
+    if stats_png:
+        teacher_stats(summary["dominant_counts"], stats_png,
+                      title=f"{(m.get('teacher') or {}).get('name') or 'teacher'}: "
+                            f"{summary['frames']} frames")
+    write_json(out / "labelling.json", summary)
+    contract.write_metrics(out, contract.LABELS, summary)
     return summary
 
 

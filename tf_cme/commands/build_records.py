@@ -6,6 +6,15 @@
   build_records.py emovox    --videos VIDEO_DIR [--detector haar|mtcnn] --out DIR
   build_records.py external  --root DATASET_DIR [--layout auto|manifest|rml|enterface] --out DIR
   build_records.py verify    DIR [--skip-corrupt]
+  build_records.py KIND ... --out DIR --num-workers N --worker-index I   (one host's share)
+  build_records.py merge     DIR
+
+Split over hosts: every host runs the same command into the same --out (a shared file
+system) with its own --worker-index (or TF_CONFIG: every task it lists counts, chief first);
+worker I builds the shards whose position in the one-host shard list is I modulo N and
+writes DIR/manifest.part-I-of-N.json. The last worker to finish writes manifest.json (the
+one-host build's); `merge DIR` does it by hand, checking that every part is there, complete
+and from the same inputs and options. Labelled sets (label_faces.py) merge the same way.
 
 Shards are written to a temporary name and renamed when complete; re-running the
 same command resumes an interrupted build (complete shards whose sha256 matches the one
@@ -36,14 +45,18 @@ def _common(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default 0 = every available core; 1 = no subprocess)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing record set made from other inputs or another config")
+                   help="replace an existing record set made from other inputs or another config "
+                        "(with --num-workers: only this worker's shards)")
+    from tf_cme.data.records import add_part_args
+    add_part_args(p)
     config_lib.add_config_args(p)
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="kind", required=True, metavar="{ferplus,emovox,external,verify}")
+    sub = ap.add_subparsers(dest="kind", required=True,
+                            metavar="{ferplus,emovox,external,verify,merge}")
 
     p = sub.add_parser("ferplus", help="FER2013 faces with FER+ labels (protocol §2.1)")
     p.add_argument("--fer-csv", metavar="FILE", help="fer2013.csv (emotion,pixels,Usage)")
@@ -95,7 +108,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="record set folder")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="count corrupt or truncated shards instead of failing on the first")
+
+    p = sub.add_parser("merge", help="join the parts of a build split with --num-workers into "
+                                     "manifest.json (record sets and labelled sets)")
+    p.add_argument("dir", metavar="DIR", help="record set folder holding manifest.part-*.json")
     return ap
+
+
+def merge(out) -> dict:
+    """``manifest.json`` from the part manifests; a labelled set's labelling summary too."""
+    from tf_cme.data import records
+    if any(Path(out).glob("labelling.part-*.json")):
+        from tf_cme.labelling import merge_labelled
+        merge_labelled(out)
+        return records.read_manifest(out)
+    return records.merge(out)
+
+
+def _summary(out, m, rebuilt=()) -> str:
+    parts = [f"{s}: {v['examples']}" for s, v in m["splits"].items()]
+    skipped = ", ".join(f"{k} {v}" for k, v in m["skipped"].items()) or "none"
+    return (f"{out}: {m['schema']} v{m['schema_version']} records; "
+            f"{'; '.join(parts) or 'no examples'}; skipped: {skipped}"
+            + (f"; rebuilt_corrupt {len(rebuilt)}: {', '.join(rebuilt)}" if rebuilt else ""))
 
 
 def main(argv=None) -> int:
@@ -109,6 +144,13 @@ def main(argv=None) -> int:
               + ("".join(f"\n  corrupt: {p}" for p in r["corrupt"])))
         print("skipped_corrupt_shards: " + json.dumps(r["skipped_corrupt_shards"]))
         return 0
+    if args.kind == "merge":
+        m = merge(args.dir)
+        print(_summary(args.dir, m) + f"; merged {len(m['shards'])} shard(s) -> "
+              f"{Path(args.dir) / 'manifest.json'}")
+        return 0
+    from tf_cme.data import records
+    part = records.part_from_args(args.num_workers, args.worker_index)
     common = {"shard_size": args.shard_size, "workers": args.workers}
     if args.kind == "ferplus":
         from tf_cme.data import ferplus as mod
@@ -130,15 +172,22 @@ def main(argv=None) -> int:
         cfg = config_lib.resolve_or_exit(mod.ExternalBuildConfig, args, explicit={
             "root": args.root, "layout": args.layout, "manifest": args.manifest,
             "dataset": args.dataset, **common})
-    m = mod.build(args.out, cfg, overwrite=args.overwrite)
+    m = mod.build(args.out, cfg, overwrite=args.overwrite, part=part)
     config_lib.save(cfg, Path(args.out) / "config.json")
-    parts = [f"{s}: {v['examples']}" for s, v in m["splits"].items()]
-    skipped = ", ".join(f"{k} {v}" for k, v in m["skipped"].items()) or "none"
-    from tf_cme.data import records
-    rebuilt = records.last_build(args.out)["rebuilt_corrupt"]
-    print(f"{args.out}: {m['schema']} v{m['schema_version']} records; "
-          f"{'; '.join(parts) or 'no examples'}; skipped: {skipped}"
+    rebuilt = records.last_build(args.out, part)["rebuilt_corrupt"]
+    if part is None:
+        print(_summary(args.out, m, rebuilt))
+        return 0
+    print(f"{args.out}: worker {part.index} of {part.count}: {len(m['shards'])} of "
+          f"{len(m['tasks'])} shard(s) -> {part.manifest}"
           + (f"; rebuilt_corrupt {len(rebuilt)}: {', '.join(rebuilt)}" if rebuilt else ""))
+    if records.parts_complete(args.out, part):      # the last worker to finish merges
+        m = records.merge(args.out)
+        print(_summary(args.out, m) + f"; all {part.count} parts merged -> "
+              f"{Path(args.out) / 'manifest.json'}")
+    else:
+        print(f"the other parts are not all there yet: the last worker merges, or run "
+              f"`build_records.py merge {args.out}`")
     return 0
 
 

@@ -11,6 +11,13 @@ Examples:
       --teacher-classes angry,disgust,fear,happy,sad,surprise,neutral --input-size 48 \\
       --colour grey --scaling unit --out records/emovox-other
   scripts/label_faces.py --stats-only runs/demo/labels --stats stats.png
+
+Split over hosts: run the same command on every host into the same --out with
+--num-workers N --worker-index I (or TF_CONFIG); worker I labels the source shards whose
+position is I modulo N and writes OUT/manifest.part-I-of-N.json and
+labelling.part-I-of-N.json; the last one to finish writes manifest.json, labelling.json and
+metrics.json, or run `label_faces.py --merge --out OUT [--stats PNG]` (the same check as
+`build_records.py merge OUT`).
 """
 from __future__ import annotations
 
@@ -56,6 +63,11 @@ def main() -> int:
                    help="leave out shards that fail their checks (CRC, size, record count), "
                         "listed in labelling.json / metrics.json skipped_corrupt_shards and "
                         "in the labelled manifest, instead of failing")
+    p.add_argument("--merge", action="store_true",
+                   help="only join the parts of a split labelling in --out (every part there, "
+                        "complete, from the same records, teacher and options)")
+    from tf_cme.data.records import add_part_args
+    add_part_args(p)
     args = p.parse_args()
 
     if args.stats_only:
@@ -65,9 +77,18 @@ def main() -> int:
         counts = stats_from_records(args.stats_only, args.stats, skip_corrupt=args.skip_corrupt)
         print(f"dominant emotions: {counts} -> {args.stats}")
         return 0
+    if args.merge:
+        if not args.out:
+            p.error("--merge needs --out (the labelled set holding manifest.part-*.json)")
+        from tf_cme.labelling import merge_labelled
+        s = merge_labelled(args.out, args.stats)
+        print(f"merged: labelled {s['frames']} frames of {s['clips']} clips; undecodable "
+              f"frames skipped: {s['undecodable_frames']} -> {args.out}")
+        return 0
     if not (args.records and args.teacher and args.out):
         p.error("--records, --teacher and --out are required")
     from tf_cme.data import records
+    part = records.part_from_args(args.num_workers, args.worker_index)
     from tf_cme.utils import check_output_dir, require_path
     records.read_manifest(args.records)
     require_path(args.teacher, "--teacher", "any")
@@ -78,11 +99,17 @@ def main() -> int:
                       cache_dir=args.cache, classes=args.teacher_classes,
                       input_size=args.input_size, colour=args.colour, scaling=args.scaling,
                       crop_fraction=args.crop_fraction, stats_png=args.stats,
-                      overwrite=args.overwrite, skip_corrupt=args.skip_corrupt)
+                      overwrite=args.overwrite, skip_corrupt=args.skip_corrupt, part=part)
     fps = (f", {s['frames_per_second']} frames/s" if s["frames_per_second"] else
            f" (all {s['shards_from_cache']} shards from the cache)")
-    print(f"labelled {s['frames']} frames of {s['clips']} clips{fps}; undecodable frames "
-          f"skipped: {s['undecodable_frames']} -> {args.out}")
+    who = "" if part is None else f"worker {part.index} of {part.count}: "
+    print(f"{who}labelled {s['frames']} frames of {s['clips']} clips{fps}; undecodable frames "
+          f"skipped: {s['undecodable_frames']} -> {args.out}"
+          + ("" if part is None else f" ({part.manifest})"))
+    if part is not None:
+        print(f"all {part.count} parts merged -> manifest.json, labelling.json" if "merged" in s
+              else f"the other parts are not all there yet: the last worker merges, or run "
+                   f"`label_faces.py --merge --out {args.out}`")
     if s["skipped_corrupt_shards"]:
         print(f"skipped corrupt shards: {', '.join(s['skipped_corrupt_shards'])}")
     return 0

@@ -567,7 +567,8 @@ def encode_video(item, *, max_seconds: float, wav_dir: str = "", detector: str =
 
 
 # -------------------------------------------------------------------- build
-def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
+def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False, part=None) -> dict:
+    """Build the record set (``part``: one worker's share, :class:`records.Part`)."""
     if cfg.videos:
         tasks, pre, sources, options = plan_videos(cfg)
         source = "videos"
@@ -599,4 +600,4 @@ def build(out_dir, cfg: EmovoxBuildConfig, overwrite: bool = False) -> dict:
                          desc="emovox", unit="clip",
                          # processes: the tree encoder is mostly Python (file lists,
                          # protobuf chunks), so two threads were slower than one
-                         executor="process")
+                         executor="process", part=part)

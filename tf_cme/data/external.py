@@ -194,7 +194,8 @@ def encode_clip(item, *, base: str, dataset: str, max_seconds: float = 0.0):
     return records.Encoded(data, ferplus_label)
 
 
-def build(out_dir, cfg: ExternalBuildConfig, overwrite: bool = False) -> dict:
+def build(out_dir, cfg: ExternalBuildConfig, overwrite: bool = False, part=None) -> dict:
+    """Build the record set (``part``: one worker's share, :class:`records.Part`)."""
     tasks, sources, options, extra = plan(cfg)
     if provenance.synthetic_inputs(cfg.root, cfg.manifest):
         extra["synthetic"] = True
@@ -202,4 +203,4 @@ def build(out_dir, cfg: ExternalBuildConfig, overwrite: bool = False) -> dict:
                          encode_fn=encode_clip, options=options,
                          config=dataclasses.asdict(cfg), sources=sources, extra=extra,
                          workers=cfg.workers, overwrite=overwrite, desc="external", unit="clip",
-                         executor="thread")
+                         executor="thread", part=part)

@@ -257,7 +257,8 @@ def encode_row(item) -> records.Encoded | records.Skip:
     return records.Encoded(data, label if label < 8 else None)
 
 
-def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False) -> dict:
+def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False, part=None) -> dict:
+    """Build the record set (``part``: one worker's share, :class:`records.Part`)."""
     if cfg.variant not in VARIANTS:
         raise CmeError(f"unknown FER+ variant {cfg.variant!r}; choose one of {', '.join(VARIANTS)}")
     tasks, pre, sources = plan(cfg.fer_csv, cfg.ferplus_csv, cfg.variant, cfg.shard_size)
@@ -271,4 +272,4 @@ def build(out_dir, cfg: FerplusBuildConfig, overwrite: bool = False) -> dict:
                "classes": list(emotions.FERPLUS_VOTE_COLUMNS if cfg.variant == "full"
                                else emotions.FERPLUS), **synthetic},
         workers=cfg.workers, overwrite=overwrite, desc="ferplus", unit="row",
-        key_extra=PNG_ENCODING)   # records of an older encoder are not resumed as these
+        key_extra=PNG_ENCODING, part=part)   # records of an older encoder are not resumed as these

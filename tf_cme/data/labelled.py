@@ -64,13 +64,15 @@ def label_shard(item, *, logits: dict, keep_frames: bool = False):
 
 
 def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: bool = False,
-                   skip_corrupt: bool = False, keep_frames: bool = False) -> dict:
+                   skip_corrupt: bool = False, keep_frames: bool = False, part=None) -> dict:
     """Write the clips of ``src_dir`` with ``logits[key]`` ([F, 8], FER+ order, one
     row per frame row of the clip) under ``dst_dir``; return the new manifest.
 
     The JPEG frames are dropped by default (``keep_frames=False``): distillation and
     evaluation read audio and logits only, and the frames are most of the bytes;
     ``frame_index`` and ``frame_times`` are kept. The source record set still has them.
+    ``part`` (:class:`records.Part`): write only that worker's shards (``logits`` need
+    only hold their clips) and its part manifest (returned).
     """
     src = records.read_manifest(src_dir, expect_schema=schema_lib.EMOVOX_SCHEMA.name)
     if Path(src_dir).resolve() == Path(dst_dir).resolve():
@@ -102,6 +104,7 @@ def write_labelled(src_dir, dst_dir, logits: dict, teacher: dict, *, overwrite: 
             options={"keep_frames": bool(keep_frames)}, local_options={"logits": logits},
             key_extra=_logits_digest(logits), config={"src_dir": str(src_dir), "teacher": teacher},
             sources={"records manifest": records.file_sha256(Path(src_dir) / records.MANIFEST)},
-            extra=extra, workers=1, overwrite=overwrite, desc="labelled", unit="shard")
+            extra=extra, workers=1, overwrite=overwrite, desc="labelled", unit="shard",
+            part=part)
     except ValueError as e:
         raise CmeError(f"write_labelled: {e}") from None

@@ -63,6 +63,65 @@ class ShardTask:
         return shard_name(self.split, self.index)
 
 
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Worker ``index`` of ``count`` in a build split over several hosts: it builds the
+    tasks whose position in the full task list satisfies ``position % count == index``
+    (shard names are the one-host build's) and writes ``manifest.part-I-of-N.json``;
+    :func:`merge` joins the parts into ``manifest.json``."""
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise CmeError(f"--worker-index must be in 0..{self.count - 1} for "
+                           f"--num-workers {self.count}, got {self.index}")
+
+    @property
+    def tag(self) -> str:
+        return f"part-{self.index}-of-{self.count}"
+
+    @property
+    def manifest(self) -> str:
+        return f"manifest.{self.tag}.json"
+
+    def select(self, items: Sequence) -> list:
+        """The items (tasks, source shards) this worker builds."""
+        return [x for k, x in enumerate(items) if k % self.count == self.index]
+
+
+def add_part_args(p) -> None:
+    """``--num-workers N --worker-index I`` (every builder and labeller)."""
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="split the build over N hosts (default: the task count of TF_CONFIG "
+                        "when set, else 1); each writes only its shards and "
+                        "manifest.part-I-of-N.json, and the last one to finish (or `merge`) "
+                        "writes manifest.json")
+    p.add_argument("--worker-index", type=int, default=None, metavar="I",
+                   help="this host's index 0..N-1 (default: this task's position in TF_CONFIG)")
+
+
+def part_from_args(num_workers: int | None, worker_index: int | None) -> Part | None:
+    """The :class:`Part` of ``--num-workers/--worker-index``, else of ``TF_CONFIG`` (every
+    task it lists counts, in the order chief, worker, others:
+    :func:`tf_cme.training.strategy.cluster_task`); None: a one-host build."""
+    if num_workers is None and worker_index is None:
+        from ..training.strategy import cluster_task
+        try:
+            found = cluster_task()
+        except ValueError as e:
+            raise CmeError(str(e)) from None
+        if found is None:
+            return None
+        worker_index, num_workers = found
+    elif num_workers is None or worker_index is None:
+        raise CmeError("--num-workers and --worker-index go together")
+    if num_workers < 1:
+        raise CmeError(f"--num-workers must be at least 1, got {num_workers}")
+    part = Part(worker_index, num_workers)
+    return part if num_workers > 1 else None
+
+
 @dataclasses.dataclass
 class Encoded:
     """An encoded record and the FER+ class it counts under (None: not counted)."""
@@ -196,7 +255,7 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
           sources: dict | None = None, pre_skipped: list[Skip] | None = None,
           extra: dict | None = None, workers: int = 0, overwrite: bool = False,
           desc: str = "records", unit: str = "input", local_options: dict | None = None,
-          key_extra: str = "", executor: str = "process") -> dict:
+          key_extra: str = "", executor: str = "process", part: Part | None = None) -> dict:
     """Write ``tasks`` as shards of ``schema`` records under ``out_dir``; return the manifest.
 
     ``encode_fn`` (a module-level function, so that worker processes can unpickle it by
@@ -210,39 +269,54 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
     of results (one input giving several records). ``executor``: ``"process"``
     (CPU-bound encoders) or ``"thread"`` (encoders that mostly read files and run
     NumPy / OpenCV code, which release the GIL: no process start-up, no pickling).
+    ``part`` (:class:`Part`): build only that worker's tasks (chosen by their position in
+    the full ``tasks``, so the shard names are the one-host build's), keep its resume state
+    in ``.progress/build.part-I-of-N.json`` and write ``manifest.part-I-of-N.json``
+    (returned) instead of ``manifest.json``: :func:`merge` joins the parts.
     """
     out = Path(out_dir)
     options = dict(options or {})
     config = dict(config or {})
     out.mkdir(parents=True, exist_ok=True)
     prog = out / PROGRESS
-    key = _build_key(schema, config, tasks, encode_fn, options) + key_extra
+    # ``common``: what every worker of a split build shares (the full task list, config,
+    # encoder); ``key_extra`` (the labeller's logits) may differ from part to part
+    common = _build_key(schema, config, tasks, encode_fn, options)
+    key = common + key_extra
     if local_options:
         workers = 1
         options = {**options, **local_options}
-    key_file = prog / "build.json"
+    mine = tasks if part is None else part.select(tasks)
+    key_file = _key_file(out, part)
     if key_file.exists():
         old = read_json(key_file).get("key")
         if old != key:
             if not overwrite:
                 raise CmeError(
-                    f"{out} holds a build made from other inputs or another config; "
-                    f"choose another --out, or pass --overwrite to replace it")
-            _clear(out)
-    elif (out / MANIFEST).exists() or any(out.glob("*.tfrecord")):
+                    f"{out} holds a build made from other inputs or another config"
+                    + ("" if part is None else f" ({key_file.name})")
+                    + "; choose another --out, or pass --overwrite to replace it")
+            _clear(out, part, mine)
+    elif _foreign(out, part, mine, common):
         if not overwrite:
             raise CmeError(f"{out} already holds records not made by this build; choose "
                            f"another --out, or pass --overwrite to replace them")
-        _clear(out)
+        _clear(out, part, mine)
     prog.mkdir(parents=True, exist_ok=True)
-    write_json(key_file, {"key": key, "schema": schema.name, "rebuilt_corrupt": []})
-    for stale in list(out.glob("*.tmp-*")) + list(out.glob("*.pending*")):
-        stale.unlink()                    # left by an interrupted build
+    write_json(key_file, {"key": key, "common": common, "schema": schema.name,
+                          "rebuilt_corrupt": []})
+    if part is None:
+        stale = list(out.glob("*.tmp-*")) + list(out.glob("*.pending*"))
+    else:       # other hosts' workers may be writing theirs right now
+        stale = [q for t in mine for q in out.glob(f"{t.name}.pending*")]
+        stale += list(out.glob(f"{part.manifest}.tmp-*"))
+    for q in stale:
+        q.unlink(missing_ok=True)          # left by an interrupted build
 
     done: dict[str, dict] = {}
     pending: list[ShardTask] = []
     rebuilt: list[str] = []
-    for t in tasks:
+    for t in mine:
         st = prog / f"{t.name}.json"
         shard = out / t.name
         if st.exists() and shard.exists():
@@ -257,13 +331,14 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
             print(f"rebuilding corrupt shard {shard} ({problem})", file=sys.stderr, flush=True)
             shard.unlink()
         pending.append(t)
-    write_json(key_file, {"key": key, "schema": schema.name, "rebuilt_corrupt": rebuilt})
+    write_json(key_file, {"key": key, "common": common, "schema": schema.name,
+                          "rebuilt_corrupt": rebuilt})
 
     n_workers = cpu_count() if workers <= 0 else workers
     n_workers = max(1, min(n_workers, sum(len(t.items) for t in pending)))
-    total = sum(len(t.items) for t in tasks)
+    total = sum(len(t.items) for t in mine)
     bar = progress(total=total, desc=desc, unit=unit)
-    bar.update(sum(len(t.items) for t in tasks if t.name in done))
+    bar.update(sum(len(t.items) for t in mine if t.name in done))
     pool = None
     try:
         if n_workers > 1 and len(pending) > 1:
@@ -288,20 +363,180 @@ def build(out_dir: str | os.PathLike, schema: schema_lib.Schema, tasks: list[Sha
             pool.terminate()
             pool.join()
 
+    pre = [[sk.reason, sk.item, sk.detail] for sk in pre_skipped or []]
+    if part is not None:
+        pm = {"part": {"index": part.index, "count": part.count}, "build": common,
+              "schema": schema.name, "schema_version": schema.version, "config": config,
+              "sources": sources or {}, "extra": extra or {},
+              "tasks": [[t.split, t.name] for t in tasks], "pre_skipped": pre,
+              "shards": {t.name: done[t.name] for t in mine}}
+        write_json(out / part.manifest, pm)
+        return pm
     manifest = _manifest(schema, tasks, done, pre_skipped or [], sources or {}, config,
                          extra or {})
-    _write_skipped(out, tasks, prog, pre_skipped or [])
+    _write_skipped(out, pre, [done[t.name] for t in tasks])
     write_json(out / MANIFEST, manifest)
     return manifest
 
 
-def _clear(out: Path) -> None:
-    for p in out.glob("*.tfrecord"):
-        p.unlink()
+def _key_file(out: Path, part: Part | None) -> Path:
+    return out / PROGRESS / ("build.json" if part is None else f"build.{part.tag}.json")
+
+
+def _foreign(out: Path, part: Part | None, mine: list[ShardTask], common: str) -> bool:
+    """``out`` holds records (a manifest, shards this build would write, its part
+    manifest) that no build with this task list, config and encoder wrote: a one-host build
+    resumes the shards of a split one of the same inputs and options, and back."""
+    if part is None:
+        held = (out / MANIFEST).exists() or any(out.glob("*.tfrecord"))
+    else:
+        held = ((out / MANIFEST).exists() or (out / part.manifest).exists()
+                or any((out / t.name).exists() for t in mine))
+    if not held:
+        return False
+    for f in (out / PROGRESS).glob("build*.json"):
+        try:
+            if read_json(f).get("common") == common:
+                return False
+        except (OSError, json.JSONDecodeError):
+            continue
+    return True
+
+
+def _clear(out: Path, part: Part | None = None, mine: Sequence[ShardTask] = ()) -> None:
+    """Remove a record set (``part``: only that part's shards, statistics and part
+    manifest, and the final manifest that named them)."""
     for name in (MANIFEST, SKIPPED):
-        if (out / name).exists():
-            (out / name).unlink()
-    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+        (out / name).unlink(missing_ok=True)
+    if part is None:
+        for p in list(out.glob("*.tfrecord")) + list(out.glob("manifest.part-*.json")):
+            p.unlink()
+        shutil.rmtree(out / PROGRESS, ignore_errors=True)
+        return
+    for t in mine:
+        (out / t.name).unlink(missing_ok=True)
+        (out / PROGRESS / f"{t.name}.json").unlink(missing_ok=True)
+    (out / part.manifest).unlink(missing_ok=True)
+    _key_file(out, part).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ merging
+#: the fields every part manifest of one build shares (``config`` without ``workers``)
+PART_FIELDS = ("build", "schema", "schema_version", "config", "sources", "extra", "tasks",
+               "pre_skipped")
+
+
+def _part_files(out: Path) -> dict[Path, tuple[int, int]]:
+    import re
+    found = {}
+    for f in sorted(out.glob("manifest.part-*.json")):
+        m = re.fullmatch(r"manifest\.part-(\d+)-of-(\d+)\.json", f.name)
+        if m is None:
+            raise CmeError(f"{f}: not a part manifest name (manifest.part-I-of-N.json)")
+        found[f] = (int(m[1]), int(m[2]))
+    return found
+
+
+def parts_complete(out_dir: str | os.PathLike, part: Part) -> bool:
+    """Every part manifest of ``part``'s split is in ``out_dir`` (the last worker merges)."""
+    return all((Path(out_dir) / Part(i, part.count).manifest).exists()
+               for i in range(part.count))
+
+
+def merge(out_dir: str | os.PathLike) -> dict:
+    """Join the part manifests of a split build into ``manifest.json`` and ``skipped.tsv``
+    (the same files a one-host build writes); return the manifest.
+
+    Every part ``0..N-1`` must be there, all from the same N, the same build (task list,
+    config but for ``workers``, sources, encoder, schema) and list exactly the shards its
+    worker builds, each present with the size it was written with; anything else is a
+    CmeError naming the part files (and the worker command to re-run)."""
+    out = Path(out_dir)
+    found = _part_files(out)
+    if not found:
+        raise CmeError(f"{out}: no part manifests (manifest.part-I-of-N.json) to merge; build "
+                       f"it with --num-workers N --worker-index I on every worker first")
+    parts = {}
+    for f, (i, n) in found.items():
+        try:
+            pm = read_json(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise CmeError(f"{f}: unreadable part manifest: {e}") from None
+        if pm.get("part") != {"index": i, "count": n}:
+            raise CmeError(f"{f}: its content says part {pm.get('part')}, its name part {i} "
+                           f"of {n}")
+        parts[f] = (i, n, pm)
+    counts = sorted({n for _, n, _ in parts.values()})
+    if len(counts) > 1:
+        groups = "; ".join(f"N={c}: " + ", ".join(f.name for f, v in parts.items() if v[1] == c)
+                           for c in counts)
+        raise CmeError(f"{out}: part manifests of splits over different numbers of workers "
+                       f"({groups}); every worker must use the same --num-workers: delete the "
+                       f"stale part files, or re-run the missing workers with the same N")
+    n = counts[0]
+    by_index = {i: (f, pm) for f, (i, _, pm) in parts.items()}
+    missing = [i for i in range(n) if i not in by_index]
+    if missing:
+        raise CmeError(f"{out}: missing part(s) "
+                       f"{', '.join(Part(i, n).manifest for i in missing)} (have "
+                       f"{', '.join(f.name for f in parts)}); run "
+                       + ", ".join(f"--num-workers {n} --worker-index {i}" for i in missing)
+                       + " with the options of the others, then merge again")
+
+    def same(k, v):
+        return {a: b for a, b in v.items() if a != "workers"} if k == "config" and \
+            isinstance(v, dict) else v
+
+    f0, p0 = by_index[0]
+    for i in range(1, n):
+        f, pm = by_index[i]
+        diff = [k for k in PART_FIELDS if same(k, pm.get(k)) != same(k, p0.get(k))]
+        if diff:
+            raise CmeError(f"{out}: {f.name} and {f0.name} come from different builds (they "
+                           f"differ in {', '.join(diff)}): every worker must be run with the "
+                           f"same inputs and options; re-run the odd one with the others' "
+                           f"options and --overwrite, then merge again")
+    name = p0.get("schema")
+    schema = schema_lib.SCHEMAS.get(name)
+    if schema is None or schema.version != p0.get("schema_version"):
+        raise CmeError(f"{f0}: schema {name!r} version {p0.get('schema_version')}: not one this "
+                       f"code writes; rebuild the records")
+    named = [_Named(split, t_name) for split, t_name in p0["tasks"]]
+    names = [t.name for t in named]
+    done: dict[str, dict] = {}
+    for i in range(n):
+        f, pm = by_index[i]
+        want = names[i::n]
+        have = pm.get("shards") or {}
+        if sorted(have) != sorted(want):
+            raise CmeError(f"{f}: lists shards {sorted(have)}, worker {i} of {n} builds "
+                           f"{sorted(want)}; re-run --num-workers {n} --worker-index {i}")
+        for t_name in want:
+            st = have[t_name]
+            path = out / t_name
+            problem = None
+            if not path.exists():
+                problem = "missing"
+            elif path.stat().st_size != st.get("bytes"):
+                problem = f"{path.stat().st_size} bytes, {st.get('bytes')} written"
+            if problem:
+                raise CmeError(f"shard {path} ({problem}), listed by {f.name}: re-run "
+                               f"--num-workers {n} --worker-index {i} (it rebuilds it), then "
+                               f"merge again")
+            done[t_name] = st
+    pre = [Skip(*row) for row in p0.get("pre_skipped", [])]
+    manifest = _manifest(schema, named, done, pre, p0.get("sources") or {}, p0.get("config"),
+                         p0.get("extra") or {})
+    _write_skipped(out, p0.get("pre_skipped", []), [done[t.name] for t in named])
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+@dataclasses.dataclass
+class _Named:
+    """A task as a part manifest lists it (what :func:`_manifest` reads of a task)."""
+    split: str
+    name: str
 
 
 def _reuse_problem(shard: Path, stats: dict) -> str | None:
@@ -322,10 +557,10 @@ def _reuse_problem(shard: Path, stats: dict) -> str | None:
     return None
 
 
-def last_build(out_dir: str | os.PathLike) -> dict:
-    """What the last :func:`build` call into ``out_dir`` did beyond the manifest:
-    ``rebuilt_corrupt`` (names of complete shards it found damaged and rebuilt)."""
-    path = Path(out_dir) / PROGRESS / "build.json"
+def last_build(out_dir: str | os.PathLike, part: Part | None = None) -> dict:
+    """What the last :func:`build` call into ``out_dir`` (of ``part``) did beyond the
+    manifest: ``rebuilt_corrupt`` (names of complete shards it found damaged and rebuilt)."""
+    path = _key_file(Path(out_dir), part)
     info = read_json(path) if path.exists() else {}
     return {"rebuilt_corrupt": list(info.get("rebuilt_corrupt", []))}
 
@@ -398,10 +633,11 @@ def _manifest(schema, tasks, done, pre_skipped, sources, config, extra) -> dict:
     return m
 
 
-def _write_skipped(out: Path, tasks, prog: Path, pre_skipped) -> None:
-    lines = [[s.reason, s.item, s.detail] for s in pre_skipped]
-    for t in tasks:
-        lines += read_json(prog / f"{t.name}.json").get("skipped_items", [])
+def _write_skipped(out: Path, pre_skipped: list, stats: list[dict]) -> None:
+    """``skipped.tsv``: the inputs dropped before encoding, then each shard's, in task order."""
+    lines = [list(row) for row in pre_skipped]
+    for st in stats:
+        lines += st.get("skipped_items", [])
     text = "".join("\t".join(str(c).replace("\t", " ").replace("\n", " ") for c in row) + "\n"
                    for row in lines)
     with atomic_path(out / SKIPPED) as tmp:
