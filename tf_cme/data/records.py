@@ -6,6 +6,7 @@ A record set is a folder::
     DIR/manifest.json            schema, schema_version, splits, skipped, sources, config, shards
     DIR/skipped.tsv              every dropped input: reason, input, detail
     DIR/.progress/               per-shard statistics, so that a re-run resumes
+    DIR/manifest.part-I-of-N.json  one worker's part of a split build (:class:`Part`, :func:`merge`)
 
 How a build works (:func:`build`): the builder turns its inputs into a fixed,
 deterministic list of :class:`ShardTask` (a split, a shard number and the
