@@ -236,7 +236,10 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     if part is not None:
         summary["part"] = {"index": part.index, "count": part.count}
         write_json(Path(out_dir) / f"labelling.{part.tag}.json", summary)
-        if records_lib.parts_complete(out_dir, part):    # the last worker to finish merges
+        # the last worker to finish merges; a worker writes its labelling part after its
+        # part manifest, so a worker between the two is not taken for finished
+        if all((Path(out_dir) / f"labelling.{records_lib.Part(i, part.count).tag}.json").exists()
+               for i in range(part.count)):
             summary["merged"] = merge_labelled(out_dir, stats_png)
         return summary
     if stats_png:

@@ -453,6 +453,8 @@ def merge(out_dir: str | os.PathLike) -> dict:
     worker builds, each present with the size it was written with; anything else is a
     CmeError naming the part files (and the worker command to re-run)."""
     out = Path(out_dir)
+    if not out.is_dir():
+        raise CmeError(f"{out}: no such folder (the --out of the split build to merge)")
     found = _part_files(out)
     if not found:
         raise CmeError(f"{out}: no part manifests (manifest.part-I-of-N.json) to merge; build "
