@@ -224,7 +224,7 @@ def labelling(tmp_path_factory):
     return src, teacher, ref
 
 
-TIMING = ("seconds", "frames_per_second")
+TIMING = ("seconds", "frames_per_second", "devices")   # how the run went, per host
 
 
 def _summary(d: Path) -> dict:

@@ -220,3 +220,90 @@ def resolve_or_exit(cls: type[T], args: argparse.Namespace | None = None,
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "tf-cme"
         print(f"{prog}: error: {e}", file=sys.stderr)
         raise SystemExit(2)
+
+
+# --------------------------------------------------------------------------- flags
+# Command-line flags derived from the config dataclasses: a default is written once (the
+# field), its help once (the comment after the field). Commands keep their option names:
+# ``--name-with-hyphens`` for the field ``name_with_hyphens``, unless renamed.
+
+def field_comments(cls) -> dict[str, str]:
+    """``{field: the comment after it}`` read from the dataclass's source (a comment
+    continued on the next lines, indented under it, is joined)."""
+    import inspect
+    import io
+    import tokenize
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    current, line_of = None, {}
+    toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    for i, tok in enumerate(toks):
+        if tok.type == tokenize.NAME and tok.string in names and tok.start[1] == 4 and \
+                i + 1 < len(toks) and toks[i + 1].string == ":":
+            current = tok.string
+            line_of[current] = tok.start[0]
+        elif tok.type == tokenize.COMMENT and current is not None:
+            text = tok.string.lstrip("#").strip()
+            out[current] = f"{out[current]} {text}".strip() if current in out else text
+        elif tok.type == tokenize.NAME and tok.start[1] == 4 and tok.string not in names:
+            current = None
+    return out
+
+
+def _flag_type(tp):
+    """(argparse kwargs) for a field annotation: numbers, strings, Literal choices,
+    booleans (a store_true flag), lists (comma-separated, checked by _coerce)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _flag_type(inner[0])
+    if origin is typing.Literal:
+        return {"choices": list(args), "type": type(args[0])}
+    if tp is bool:
+        return {"action": "store_true"}
+    if tp in (int, float, str):
+        return {"type": tp}
+    if origin in (list, tuple):
+        return {"type": str, "metavar": "V1,V2"}
+    return {"type": str}
+
+
+def add_field_args(parser, cls, fields, group: str | None = None, **overrides) -> list[str]:
+    """Add a flag for each of ``fields`` of the dataclass ``cls``; returns their names
+    (pass them to :func:`explicit`). Help is the field's comment with its default;
+    ``overrides[field]`` (a dict) replaces any argparse keyword, e.g. ``flag``, ``help``,
+    ``metavar``, ``choices``. Flags default to None: "not given" (config file and
+    ``--set`` decide)."""
+    comments = field_comments(cls)
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else
+                         f.default_factory() if f.default_factory is not dataclasses.MISSING
+                         else None) for f in dataclasses.fields(cls)}
+    target = parser.add_argument_group(group) if group else parser
+    for name in fields:
+        if name not in hints:
+            raise KeyError(f"{cls.__name__} has no field {name!r}")
+        kw = _flag_type(hints[name])
+        o = dict(overrides.get(name, {}))
+        flag = o.pop("flag", "--" + name.replace("_", "-"))
+        default = defaults[name]
+        shown = (",".join(map(str, default)) if isinstance(default, (list, tuple)) else
+                 "off" if default is False else "none" if default is None else
+                 "''" if default == "" else default)
+        text = o.pop("help", comments.get(name, name.replace("_", " ")))
+        kw.update(o)
+        if "%(default)" not in text and not o.get("suppress_default"):
+            text = f"{text} (default: {shown})".replace("%", "%%")
+        kw.pop("suppress_default", None)
+        target.add_argument(flag, dest=name, default=None, help=text, **kw)
+    return list(fields)
+
+
+def explicit(args, fields) -> dict:
+    """``{field: value}`` of the flags :func:`add_field_args` added (None: not given)."""
+    return {name: getattr(args, name) for name in fields}

@@ -23,6 +23,7 @@ order) through :func:`tf_cme.data.labelled.write_labelled`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -164,9 +165,18 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
     from .data import records as records_lib
     from .data.labelled import write_labelled
     from .data.pipelines import naming_corrupt_shards
+    from .training.strategy import inference_strategy, split_batch_call
     manifest = records_lib.read_manifest(records_dir, expect_schema="emovox")
-    teacher = load_teacher(teacher_path, classes=classes, input_size=input_size,
-                           colour=colour, scaling=scaling)
+    # several GPUs (or TF_CME_CPU_REPLICAS logical CPUs): each takes a share of every batch
+    strategy = inference_strategy()
+    with (strategy.scope() if strategy is not None else contextlib.nullcontext()):
+        teacher = load_teacher(teacher_path, classes=classes, input_size=input_size,
+                               colour=colour, scaling=scaling)
+    infer = (teacher.ferplus_logits if strategy is None else
+             split_batch_call(strategy, teacher.ferplus_logits))
+    devices = (list(strategy.extended.worker_devices) if strategy is not None else
+               [tf.config.list_logical_devices("GPU")[0].name]
+               if tf.config.list_logical_devices("GPU") else ["CPU"])
     digest = _file_sha256(Path(teacher_path))
     cache = Path(cache_dir) if cache_dir else Path(str(out_dir).rstrip("/") + ".logits-cache")
     cache.mkdir(parents=True, exist_ok=True)
@@ -177,7 +187,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def call(images):
-        return teacher.ferplus_logits(images)
+        return infer(images)
 
     total = sum(int(s.get("frames", 0)) for s in manifest.get("shards", [])) or None
     logits: dict = {}
@@ -230,6 +240,7 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                "frames_per_second": round(computed_frames / elapsed, 1) if elapsed and
                computed_frames else None,
                "frames_computed": computed_frames, "shards_from_cache": cached_shards,
+               "devices": devices,
                "dominant_counts": counts,
                "output": str(out_dir), "splits": {k: v.get("examples") for k, v in
                                                   new_manifest.get("splits", {}).items()}}
@@ -259,7 +270,7 @@ def merge_labelled(out_dir, stats_png=None) -> dict:
     """Join the parts of a labelling split with ``part``: the record set's manifest
     (:func:`tf_cme.data.records.merge`, which checks the parts) and ``labelling.json`` /
     ``metrics.json`` (counts added up; ``seconds`` is the parts' total, ``frames_per_second``
-    the frames computed per second of it). Returns the merged summary."""
+    the frames computed per second of it, ``devices`` every part's in part order). Returns the merged summary."""
     from .data import records as records_lib
     from .utils import CmeError, read_json
     out = Path(out_dir)
@@ -282,6 +293,7 @@ def merge_labelled(out_dir, stats_png=None) -> dict:
                                     else None)
     summary["dominant_counts"] = {name: sum(int(p["dominant_counts"].get(name, 0))
                                             for p in parts) for name in emotions.FERPLUS}
+    summary["devices"] = [d for p in parts for d in p.get("devices", [])]   # every part's
     summary["output"] = str(out_dir)
     summary["splits"] = {k: v.get("examples") for k, v in m.get("splits", {}).items()}
     if stats_png:

@@ -57,18 +57,27 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 
 @dataclasses.dataclass
 class PredictConfig:
-    model: str = DEFAULT_MODEL        # SavedModel (version or model folder), .keras, run folder
-    window: float = TRAIN_CROP_SECONDS  # 4.024 seconds (400 spectrogram frames, the training crop)
-    hop: float = 2.0                  # seconds between window starts
-    silence_dbfs: float = -60.0       # under this level: status "silent"
-    batch_size: int = 16              # windows / face frames per model call
-    faces: bool = False               # also score the faces of video files
-    teacher: str | None = None        # teacher for --faces: SavedModel, .keras or run folder
-    face_method: Literal["haar", "mtcnn"] = "haar"
+    # Each comment is also the --help text of the option (config.add_field_args).
+    model: str = DEFAULT_MODEL        # student: exported SavedModel (a version folder, or a model
+                                      # folder = its newest version), a .keras file, a run folder,
+                                      # or a .tflite file from export_model.py --tflite (its fixed
+                                      # window; needs ai-edge-litert)
+    window: float = TRAIN_CROP_SECONDS  # seconds: files longer than this get a timeline of
+                                        # windows this long (4.024 s = 400 frames, the training crop)
+    hop: float = 2.0                  # seconds between timeline windows
+    silence_dbfs: float = -60.0       # files (and windows) whose peak level is under this are
+                                      # "silent"
+    batch_size: int = 16              # windows or face frames per model call
+    faces: bool = False               # also score the faces of video files with --teacher
+    teacher: str | None = None        # teacher for --faces: exported SavedModel, .keras file or
+                                      # run folder
+    face_method: Literal["haar", "mtcnn"] = "haar"   # face detector for --faces
     face_fps: float = 25.0            # video frames: resampled to this rate ...
     face_stride: int = 6              # ... and every 6th taken (VoxCeleb frames)
     enlarge: float = 1.6              # VoxCeleb face-box enlargement
-    embedding: bool = False           # also return the student's embedding (fc7, mean of windows)
+    embedding: bool = False           # also output each file's embedding (the student's fc7 after
+                                      # its ReLU; the mean over the non-silent windows of a long
+                                      # file); JSON only
 
 
 # --------------------------------------------------------------------------- predictors

@@ -38,18 +38,15 @@ def main() -> int:
     p.add_argument("--teacher", metavar="TEACHER_RUN", default=None,
                    help="teacher run folder: also benchmark the teacher on the records' face "
                         "frames (max-pooled per clip), when the records have frames")
-    p.add_argument("--folds", type=int, default=None, help="cross-validation folds (config folds)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the clip permutation (config seed)")
-    p.add_argument("--random-draws", type=int, default=None,
-                   help="draws of the Gaussian-feature baseline (config random_draws)")
+    flags = config.add_field_args(p, external.ExternalConfig,
+                                  ["folds", "seed", "random_draws"])
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out shards that fail their checks (CRC, size, record count), "
                         "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
-    cfg = config.resolve_or_exit(external.ExternalConfig, args, explicit={
-        "folds": args.folds, "seed": args.seed, "random_draws": args.random_draws})
+    cfg = config.resolve_or_exit(external.ExternalConfig, args,
+                                 explicit=config.explicit(args, flags))
     if cfg.folds < 2 or cfg.random_draws < 1:
         print(f"{Path(sys.argv[0]).name}: error: folds must be >= 2 and random_draws >= 1",
               file=sys.stderr)

@@ -40,28 +40,17 @@ def main() -> int:
     p.add_argument("--epoch", type=int, default=None, metavar="N",
                    help="evaluate the run's kept checkpoint of mini-epoch N (keep_epochs of "
                         "train_student.py; 280 by default) instead of its model.keras")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="crops of equal bucket width per forward pass (config batch_size)")
-    p.add_argument("--ignore", default=None, metavar="E1,E2",
-                   help="emotions left out of the mean AUC (config ignore; default "
-                        "fear,disgust,contempt; '' for none)")
-    p.add_argument("--frames", metavar="RECORDS_DIR", default=None,
-                   help="record set with the face frames of the same clips, for the report's "
-                        "gallery (config frames_records; default: the labelled records' source "
-                        "set named in their manifest)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="evaluate only the first N tracks (config limit; 0 = all)")
+    flags = config.add_field_args(
+        p, student_eval.StudentEvalConfig, ["batch_size", "ignore", "frames_records", "limit"],
+        ignore={"metavar": "E1,E2"}, frames_records={"flag": "--frames",
+                                                     "metavar": "RECORDS_DIR"})
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out shards that fail their checks (CRC, size, record count), "
                         "listed in metrics.json skipped_corrupt_shards, instead of failing")
     config.add_config_args(p)
     args = p.parse_args()
-    ignore = None
-    if args.ignore is not None:
-        ignore = [e for e in args.ignore.split(",") if e.strip()]
-    cfg = config.resolve_or_exit(student_eval.StudentEvalConfig, args, explicit={
-        "batch_size": args.batch_size, "ignore": ignore, "limit": args.limit,
-        "frames_records": args.frames})
+    cfg = config.resolve_or_exit(student_eval.StudentEvalConfig, args,
+                                 explicit=config.explicit(args, flags))
     try:
         from tf_cme import emotions
         [emotions.canonical(e) for e in cfg.ignore]

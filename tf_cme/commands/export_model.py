@@ -40,14 +40,10 @@ def main() -> int:
     p.add_argument("run", metavar="RUN", help="student or teacher run folder (with model.keras)")
     p.add_argument("--out", metavar="DIR",
                    help="export folder in TF Serving's layout (default: RUN/export)")
-    p.add_argument("--calibration", metavar="FILE",
-                   help="calibration.json from benchmark_external.py (student only; default: "
-                        "RUN/../external/calibration.json when it exists) -> an extra "
-                        "calibrated_<dataset> signature")
-    p.add_argument("--serving-base", metavar="PATH", default=None,
-                   help="where DIR is mounted for the server, for the base_path entries of "
-                        "models.config (config serving_base; default /models, as in the "
-                        "tensorflow/serving container command of docs/serving.md)")
+    from tf_cme.serving.config import ExportConfig
+    flags = config.add_field_args(p, ExportConfig, ["calibration", "serving_base"],
+                                  calibration={"metavar": "FILE"},
+                                  serving_base={"metavar": "PATH"})
     p.add_argument("--epoch", type=int, default=None, metavar="N",
                    help="export the student run's kept checkpoint of mini-epoch N "
                         "(keep_epochs of train_student.py; 280 by default) instead of its "
@@ -83,8 +79,7 @@ def main() -> int:
         print(f"wrote {out / 'tflite.json'}")
         return 0
     from tf_cme.serving import export
-    cfg = config.resolve_or_exit(export.ExportConfig, args, explicit={
-        "calibration": args.calibration, "serving_base": args.serving_base})
+    cfg = config.resolve_or_exit(ExportConfig, args, explicit=config.explicit(args, flags))
     res = export.export_run(args.run, args.out, calibration=cfg.calibration,
                             serving_base=cfg.serving_base, epoch=args.epoch)
     out = res.path.parent.parent

@@ -15,11 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (must be empty or absent unless --force)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="random seed; the same seed and size give a byte-identical tree (default 0)")
-    p.add_argument("--size", choices=["tiny", "small"], default=None,
-                   help="tiny: a few MB in seconds, for tests; small: the make-demo default "
-                        "(default small)")
+    from tf_cme.demo.corpus import DemoCorpusConfig
+    p.set_defaults(_flags=config.add_field_args(p, DemoCorpusConfig, ["seed", "size"]))
     p.add_argument("--force", action="store_true",
                    help="replace the content of a non-empty output folder")
     p.add_argument("--workers", type=int, default=None,
@@ -34,7 +31,7 @@ def main() -> int:
     args = build_parser().parse_args()
     from tf_cme.demo import corpus as demo_corpus
     cfg = config.resolve_or_exit(demo_corpus.DemoCorpusConfig, args,
-                                 explicit={"seed": args.seed, "size": args.size})
+                                 explicit=config.explicit(args, args._flags))
     if args.workers is not None and args.workers < 1:
         raise CmeError(f"--workers must be >= 1, got {args.workers}")
     s = demo_corpus.generate(args.out, seed=cfg.seed, size=cfg.size, force=args.force,

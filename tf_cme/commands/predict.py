@@ -37,42 +37,19 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
-    p.add_argument("--model", default=None,
-                   help="student: exported SavedModel (a version folder, or a model folder "
-                        "= its newest version), a .keras file, a run folder, or a .tflite file "
-                        "from export_model.py --tflite (its fixed window; needs ai-edge-litert) "
-                        "(default "
-                        f"{prediction.DEFAULT_MODEL}, newest version)")
-    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
-                   help="files longer than this get a timeline of windows this long "
-                        "(default 4.024 s = 400 frames, the training crop)")
-    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
-                   help="seconds between timeline windows (default 2.0)")
-    p.add_argument("--silence-dbfs", type=float, default=None, metavar="DB",
-                   help="files (and windows) whose level is under this are 'silent' "
-                        "(default -60)")
     p.add_argument("--format", choices=("json", "csv"), default="json",
                    help="output format (default json)")
     p.add_argument("--out", metavar="FILE", help="write the output here instead of stdout")
-    p.add_argument("--faces", action="store_true", default=None,
-                   help="also score the faces of video files with --teacher")
-    p.add_argument("--teacher", default=None,
-                   help="teacher for --faces: exported SavedModel, .keras file or run folder")
-    p.add_argument("--face-method", choices=("haar", "mtcnn"), default=None,
-                   help="face detector for --faces (default haar)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="windows or face frames per model call (default 16)")
-    p.add_argument("--embedding", action="store_true", default=None,
-                   help="also output each file's embedding (the student's fc7 after its "
-                        "ReLU; the mean over the non-silent windows of a long file); JSON "
-                        "only")
+    flags = config.add_field_args(
+        p, prediction.PredictConfig,
+        ["model", "window", "hop", "silence_dbfs", "faces", "teacher", "face_method",
+         "batch_size", "embedding"],
+        window={"metavar": "SECONDS"}, hop={"metavar": "SECONDS"},
+        silence_dbfs={"metavar": "DB"})
     config.add_config_args(p)
     args = p.parse_args()
-    cfg = config.resolve_or_exit(prediction.PredictConfig, args, explicit={
-        "model": args.model, "window": args.window, "hop": args.hop,
-        "silence_dbfs": args.silence_dbfs, "faces": args.faces, "teacher": args.teacher,
-        "face_method": args.face_method, "batch_size": args.batch_size,
-        "embedding": args.embedding})
+    cfg = config.resolve_or_exit(prediction.PredictConfig, args,
+                                 explicit=config.explicit(args, flags))
     if cfg.window <= 0 or cfg.hop <= 0 or cfg.batch_size < 1:
         print(f"{Path(sys.argv[0]).name}: error: --window, --hop and --batch-size must be "
               f"positive", file=sys.stderr)

@@ -32,13 +32,11 @@ def main() -> int:
                    help="output folder for report.md, report.html, summary.json")
     p.add_argument("--summary", metavar="FILE", default=None,
                    help="also write the summary JSON here (e.g. runs/demo/summary.json)")
-    p.add_argument("--title", default=None, help="page title (config title)")
-    p.add_argument("--gallery-size", type=int, default=None,
-                   help="clips per emotion in the gallery (config gallery_size)")
+    flags = config.add_field_args(p, report.ReportConfig, ["title", "gallery_size"])
     config.add_config_args(p)
     args = p.parse_args()
-    cfg = config.resolve_or_exit(report.ReportConfig, args, explicit={
-        "title": args.title, "gallery_size": args.gallery_size})
+    cfg = config.resolve_or_exit(report.ReportConfig, args,
+                                 explicit=config.explicit(args, flags))
     out = Path(args.out)
     summary = report.write_report(args.runs, out, args.summary, cfg)
     config.save({**config.to_dict(cfg), "runs": [str(r) for r in args.runs]},

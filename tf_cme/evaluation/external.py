@@ -45,7 +45,7 @@ from ..metrics import contract, plots
 class ExternalConfig:
     folds: int = 10                      # cross-validation folds (protocol §7.3)
     seed: int = 0                        # seed of the clip permutation (rng(0) in the original)
-    random_draws: int = 10               # Gaussian-feature baseline draws averaged
+    random_draws: int = 10               # draws of the Gaussian-feature baseline, averaged
     random_seed: int = 0                 # seed of the first random-baseline draw
     max_iter: int = 1000                 # lbfgs iterations (separable folds have no finite
                                          # MLE and stop here; counted in the metrics)

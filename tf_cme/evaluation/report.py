@@ -42,8 +42,8 @@ TFLITE_SUMMARY = "export/tflite/tflite.json"
 
 @dataclasses.dataclass
 class ReportConfig:
-    title: str = "tf-cme experiment report"
-    gallery_size: int = 3                # clips per emotion shown (at most what eval kept)
+    title: str = "tf-cme experiment report"   # page title
+    gallery_size: int = 3                # clips per emotion in the gallery (at most what eval kept)
     teacher_figures: int = 6             # PNGs taken from the teacher run's figures/
 
 

@@ -54,16 +54,18 @@ SET_TO_SPLIT: dict[int, str] = dict(schema_lib.SET_NAMES)
 
 @dataclasses.dataclass
 class StudentEvalConfig:
+    # Each comment is also the --help text of the option (config.add_field_args).
     batch_size: int = 16                 # crops of equal bucket width per forward pass
     ignore: list[str] = dataclasses.field(
-        default_factory=lambda: list(roc_lib.DEFAULT_IGNORE))   # left out of the mean AUC
+        default_factory=lambda: list(roc_lib.DEFAULT_IGNORE))   # emotions left out of the
+                                         # mean AUC ('' for none)
     max_seconds: float = 0.0             # 0: the whole clip (protocol §3.2); else clamp at S s
     pr_thresholds: int = 101             # TensorBoard PR-curve thresholds
     gallery_size: int = 3                # clips per emotion kept for the report's gallery
     gallery_seconds: float = 6.0         # audio kept per gallery clip, centred on the peak frame
-    frames_records: str = ""             # record set holding the face frames for the gallery
-                                         # (default: the labelled set's own frames, or else its
-                                         # source records named in its manifest)
+    frames_records: str = ""             # record set with the face frames of the same clips, for
+                                         # the report's gallery ('': the labelled set's own frames,
+                                         # or else its source records named in its manifest)
     per_split_figures: bool = True       # one PNG per emotion and split (besides the grid)
     limit: int = 0                       # evaluate only the first N tracks (0: all)
 

@@ -69,6 +69,7 @@ from ..audio.frontend import MIN_BUCKET_FRAMES, SAMPLE_RATE
 from ..models.student import MIN_SERVING_SAMPLES, SERVING_CROP
 from ..models.io import input_size
 from ..utils import CmeError, read_json
+from .config import ExportConfig  # noqa: F401  (re-exported: export.ExportConfig)
 
 #: Shortest waveform the exported student accepts: 100 frames = 16,240 samples (1.015 s),
 #: the smallest pool6 bucket of the original evaluation.
@@ -87,12 +88,6 @@ INPUT_KEYS = {
     ("teacher", "serving_default"): "images",
     ("teacher", "from_jpeg"): "image_bytes",
 }
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    calibration: str | None = None     # calibration.json (default: RUN/../external/)
-    serving_base: str = "/models"      # where DIR is mounted for TF Serving (models.config)
 
 
 @dataclasses.dataclass(frozen=True)
