@@ -184,6 +184,8 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
                                                 skip_corrupt=skip_corrupt)
     if part is not None:     # the positions write_labelled's task list gives these shards
         files = part.select(files)
+        # this worker's summary of an earlier run is stale until this run writes its own
+        (Path(out_dir) / f"labelling.{part.tag}.json").unlink(missing_ok=True)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def call(images):
@@ -249,8 +251,9 @@ def label_records(records_dir, out_dir, teacher_path, *, batch_size: int = 128,
         write_json(Path(out_dir) / f"labelling.{part.tag}.json", summary)
         # the last worker to finish merges; a worker writes its labelling part after its
         # part manifest, so a worker between the two is not taken for finished
-        if all((Path(out_dir) / f"labelling.{records_lib.Part(i, part.count).tag}.json").exists()
-               for i in range(part.count)):
+        if records_lib.parts_complete(out_dir, part) and all(
+                (Path(out_dir) / f"labelling.{records_lib.Part(i, part.count).tag}.json").exists()
+                for i in range(part.count)):
             summary["merged"] = merge_labelled(out_dir, stats_png)
         return summary
     if stats_png:
