@@ -60,12 +60,18 @@ def test_flags_types_defaults_and_precedence():
     ("report", "tf_cme.evaluation.report:ReportConfig", "gallery_size", "--gallery-size"),
     ("export-model", "tf_cme.serving.config:ExportConfig", "serving_base", "--serving-base"),
     ("make-demo-data", "tf_cme.demo.corpus:DemoCorpusConfig", "size", "--size"),
+    ("build-records emovox", "tf_cme.data.emovox:EmovoxBuildConfig", "order_seed",
+     "--order-seed"),
+    ("build-records ferplus", "tf_cme.data.ferplus:FerplusBuildConfig", "shard_size",
+     "--shard-size"),
+    ("build-records external", "tf_cme.data.external:ExternalBuildConfig", "layout",
+     "--layout"),
 ])
 def test_command_help_shows_the_dataclass_default(command, cls, field, flag):
     import importlib
     mod, name = cls.split(":")
     default = getattr(getattr(importlib.import_module(mod), name)(), field)
-    p = subprocess.run([sys.executable, "-m", "tf_cme.cli", command, "--help"],
+    p = subprocess.run([sys.executable, "-m", "tf_cme.cli", *command.split(), "--help"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60,
                        env={"PYTHONPATH": str(ROOT), "COLUMNS": "1000", "PATH": "/usr/bin:/bin"})
     lines = p.stdout.splitlines()

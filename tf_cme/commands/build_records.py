@@ -36,14 +36,15 @@ from tf_cme import config as config_lib
 from tf_cme.utils import CmeError, run_main
 
 
-def _common(p: argparse.ArgumentParser, with_out: bool = True) -> None:
-    if with_out:
-        p.add_argument("--out", required=True, metavar="DIR",
-                       help="output folder of the record set (shards + manifest.json)")
-    p.add_argument("--shard-size", type=int, default=None, metavar="N",
-                   help="inputs per shard (default: ferplus 4096 rows, emovox/external 128 clips)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes (default 0 = every available core; 1 = no subprocess)")
+def _common(p: argparse.ArgumentParser, cls, fields: list[str], **overrides) -> None:
+    """The kind's config fields as flags (defaults and help from ``cls``), then the options
+    every build shares."""
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder of the record set (shards + manifest.json)")
+    flags = config_lib.add_field_args(p, cls, fields + ["shard_size", "workers"],
+                                      shard_size={"metavar": "N"}, workers={"metavar": "N"},
+                                      **overrides)
+    p.set_defaults(_cls=cls, _flags=flags)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing record set made from other inputs or another config "
                         "(with --num-workers: only this worker's shards)")
@@ -53,56 +54,30 @@ def _common(p: argparse.ArgumentParser, with_out: bool = True) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from tf_cme.data.emovox import EmovoxBuildConfig
+    from tf_cme.data.external import ExternalBuildConfig
+    from tf_cme.data.ferplus import FerplusBuildConfig
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="kind", required=True,
                             metavar="{ferplus,emovox,external,verify,merge}")
 
     p = sub.add_parser("ferplus", help="FER2013 faces with FER+ labels (protocol §2.1)")
-    p.add_argument("--fer-csv", metavar="FILE", help="fer2013.csv (emotion,pixels,Usage)")
-    p.add_argument("--ferplus-csv", metavar="FILE",
-                   help="fer2013new.csv (Usage,Image name,neutral,...,contempt,unknown,NF), "
-                        "aligned row by row with --fer-csv")
-    p.add_argument("--variant", choices=["cntk", "clean", "full"], default=None,
-                   help="vote cleaning (default cntk: votes <= 1 zeroed, drop unknown/NF "
-                        "maxima, 3+ ties and weak majorities)")
-    _common(p)
+    _common(p, FerplusBuildConfig, ["fer_csv", "ferplus_csv", "variant"],
+            fer_csv={"metavar": "FILE"}, ferplus_csv={"metavar": "FILE"})
 
     p = sub.add_parser("emovox", help="VoxCeleb tracks -> clip records (protocol §2.2)")
-    p.add_argument("--root", metavar="DIR",
-                   help="VoxCeleb-layout tree: DIR/wav/, DIR/frames/, DIR/splits.txt")
-    p.add_argument("--wav-dir", metavar="DIR", help="wav root (default ROOT/wav)")
-    p.add_argument("--frames-dir", metavar="DIR", help="face frames root (default ROOT/frames)")
-    p.add_argument("--splits", metavar="FILE", help="split file (default ROOT/splits.txt)")
-    p.add_argument("--logits-mat", metavar="FILE",
-                   help="senet50-ferplus-logits.mat (MAT v5 or v7.3): import the published "
-                        "per-frame teacher logits, making LABELLED records")
-    p.add_argument("--videos", metavar="DIR",
-                   help="a folder of raw videos (mp4/avi/mov) instead of a tree: audio and "
-                        "frames extracted at 25 fps stride 6, faces detected and cropped 1.6x")
-    p.add_argument("--video-set", type=int, choices=[1, 2, 3], default=None,
-                   help="split code for --videos clips (1 train, 2 unheard, 3 heard; default 1)")
-    p.add_argument("--detector", choices=["haar", "mtcnn"], default=None,
-                   help="face detector for --videos (default haar)")
-    p.add_argument("--face-size", type=int, default=None, metavar="PX",
-                   help="side of the saved 1.6x face crops for --videos (default 224)")
-    p.add_argument("--max-seconds", type=float, default=None, metavar="S",
-                   help="cut tracks at S seconds (default 0: keep whole tracks; evaluation, protocol "
-                        "§3.2, refuses cut tracks; training clamps at 19.9 s itself, §3.1)")
-    p.add_argument("--order-seed", type=int, default=None, metavar="N",
-                   help="seed of the random order the tracks of each split are written in "
-                        "across the shards, so that any run of records is a uniform sample "
-                        "(default 0; protocol §6)")
-    _common(p)
+    _common(p, EmovoxBuildConfig,
+            ["root", "wav_dir", "frames_dir", "splits", "logits_mat", "videos", "video_set",
+             "detector", "face_size", "max_seconds", "order_seed"],
+            root={"metavar": "DIR"}, wav_dir={"metavar": "DIR"}, frames_dir={"metavar": "DIR"},
+            splits={"metavar": "FILE"}, logits_mat={"metavar": "FILE"},
+            videos={"metavar": "DIR"}, face_size={"metavar": "PX"},
+            max_seconds={"metavar": "S"}, order_seed={"metavar": "N"})
 
     p = sub.add_parser("external", help="RML / eNTERFACE / manifest.csv clips (protocol §2.3)")
-    p.add_argument("--root", metavar="DIR", help="dataset folder")
-    p.add_argument("--layout", choices=["auto", "manifest", "rml", "enterface"], default=None,
-                   help="input convention (default auto: manifest.csv, else RML, else eNTERFACE)")
-    p.add_argument("--manifest", metavar="FILE",
-                   help="manifest CSV path,label,speaker[,split] (default ROOT/manifest.csv)")
-    p.add_argument("--dataset", metavar="NAME", help="dataset name stored in the records")
-    _common(p)
+    _common(p, ExternalBuildConfig, ["root", "layout", "manifest", "dataset"],
+            root={"metavar": "DIR"}, manifest={"metavar": "FILE"}, dataset={"metavar": "NAME"})
 
     p = sub.add_parser("verify", help="read every shard of a record set (checksums, counts)")
     p.add_argument("dir", metavar="DIR", help="record set folder")
@@ -151,27 +126,12 @@ def main(argv=None) -> int:
         return 0
     from tf_cme.data import records
     part = records.part_from_args(args.num_workers, args.worker_index)
-    common = {"shard_size": args.shard_size, "workers": args.workers}
-    if args.kind == "ferplus":
-        from tf_cme.data import ferplus as mod
-        cfg = config_lib.resolve_or_exit(mod.FerplusBuildConfig, args, explicit={
-            "fer_csv": args.fer_csv, "ferplus_csv": args.ferplus_csv, "variant": args.variant,
-            **common})
-        if not cfg.fer_csv or not cfg.ferplus_csv:
-            raise CmeError("ferplus needs --fer-csv and --ferplus-csv")
-    elif args.kind == "emovox":
-        from tf_cme.data import emovox as mod
-        cfg = config_lib.resolve_or_exit(mod.EmovoxBuildConfig, args, explicit={
-            "root": args.root, "wav_dir": args.wav_dir, "frames_dir": args.frames_dir,
-            "splits": args.splits, "logits_mat": args.logits_mat, "videos": args.videos,
-            "video_set": args.video_set, "detector": args.detector,
-            "face_size": args.face_size, "max_seconds": args.max_seconds,
-            "order_seed": args.order_seed, **common})
-    else:
-        from tf_cme.data import external as mod
-        cfg = config_lib.resolve_or_exit(mod.ExternalBuildConfig, args, explicit={
-            "root": args.root, "layout": args.layout, "manifest": args.manifest,
-            "dataset": args.dataset, **common})
+    import importlib
+    mod = importlib.import_module(f"tf_cme.data.{args.kind}")
+    cfg = config_lib.resolve_or_exit(args._cls, args,
+                                     explicit=config_lib.explicit(args, args._flags))
+    if args.kind == "ferplus" and (not cfg.fer_csv or not cfg.ferplus_csv):
+        raise CmeError("ferplus needs --fer-csv and --ferplus-csv")
     m = mod.build(args.out, cfg, overwrite=args.overwrite, part=part)
     config_lib.save(cfg, Path(args.out) / "config.json")
     rebuilt = records.last_build(args.out, part)["rebuilt_corrupt"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -44,20 +45,28 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
 
 @dataclasses.dataclass
 class EmovoxBuildConfig:
-    root: str = ""                  # VoxCeleb-layout tree (wav/, frames/, splits.txt)
-    wav_dir: str = ""               # default ROOT/wav
-    frames_dir: str = ""            # default ROOT/frames
-    splits: str = ""                # default ROOT/splits.txt
-    logits_mat: str = ""            # senet50-ferplus-logits.mat: labelled records
-    videos: str = ""                # a folder of raw videos instead of a tree
-    video_set: int = 1              # split code for raw videos (1 train, 2 unheard, 3 heard)
-    detector: str = "haar"          # haar | mtcnn (raw videos)
-    face_size: int = 224            # side of the saved 1.6x face crops (raw videos)
-    jpeg_quality: int = 90
-    max_seconds: float = 0.0        # 0: keep the whole track (evaluation needs it, §3.2)
-    shard_size: int = 128
-    order_seed: int = 0             # seed of the random record order (protocol §6)
-    workers: int = 0
+    # Each comment is also the --help text of build_records.py emovox's option.
+    root: str = ""                  # VoxCeleb-layout tree: DIR/wav/, DIR/frames/, DIR/splits.txt
+    wav_dir: str = ""               # wav root ('': ROOT/wav)
+    frames_dir: str = ""            # face frames root ('': ROOT/frames)
+    splits: str = ""                # split file ('': ROOT/splits.txt)
+    logits_mat: str = ""            # senet50-ferplus-logits.mat (MAT v5 or v7.3): import the
+                                    # published per-frame teacher logits, making LABELLED records
+    videos: str = ""                # a folder of raw videos (mp4/avi/mov) instead of a tree: audio
+                                    # and frames extracted at 25 fps stride 6, faces detected and
+                                    # cropped 1.6x
+    video_set: Literal[1, 2, 3] = 1   # split code for --videos clips (1 train, 2 unheard, 3 heard)
+    detector: Literal["haar", "mtcnn"] = "haar"   # face detector for --videos
+    face_size: int = 224            # side of the saved 1.6x face crops for --videos
+    jpeg_quality: int = 90          # JPEG quality of the face crops saved for --videos
+    max_seconds: float = 0.0        # cut tracks at S seconds (0: keep whole tracks; evaluation,
+                                    # protocol §3.2, refuses cut tracks; training clamps at 19.9 s
+                                    # itself, §3.1)
+    shard_size: int = 128           # clips per shard
+    order_seed: int = 0             # seed of the random order the tracks of each split are written
+                                    # in across the shards, so that any run of records is a uniform
+                                    # sample (protocol §6)
+    workers: int = 0                # worker processes (0: every available core; 1: no subprocess)
 
 
 # ------------------------------------------------------------------- order

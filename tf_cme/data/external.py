@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import re
 from pathlib import Path
+from typing import Literal
 
 from .. import emotions, provenance
 from ..utils import CmeError
@@ -41,13 +42,15 @@ RML_KEYS = {"an": "anger", "di": "disgust", "fe": "fear", "ha": "happiness", "sa
 
 @dataclasses.dataclass
 class ExternalBuildConfig:
-    root: str = ""
-    layout: str = "auto"            # auto | manifest | rml | enterface
-    manifest: str = ""              # default ROOT/manifest.csv
-    dataset: str = ""               # name stored in the records (default: layout or folder name)
-    max_seconds: float = 0.0        # 0: keep whole clips
-    shard_size: int = 128
-    workers: int = 0
+    # Each comment is also the --help text of build_records.py external's option.
+    root: str = ""                  # dataset folder
+    layout: Literal["auto", "manifest", "rml", "enterface"] = "auto"   # input convention (auto:
+                                    # manifest.csv, else RML, else eNTERFACE)
+    manifest: str = ""              # manifest CSV path,label,speaker[,split] ('': ROOT/manifest.csv)
+    dataset: str = ""               # dataset name stored in the records ('': layout or folder name)
+    max_seconds: float = 0.0        # cut clips at S seconds (0: keep whole clips)
+    shard_size: int = 128           # clips per shard
+    workers: int = 0                # worker processes (0: every available core; 1: no subprocess)
 
 
 def _detect(root: Path, cfg: ExternalBuildConfig) -> str:

@@ -35,6 +35,7 @@ import dataclasses
 import struct
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -61,11 +62,14 @@ BAD_EMOTION = "bad_fer2013_emotion"
 
 @dataclasses.dataclass
 class FerplusBuildConfig:
-    fer_csv: str = ""
-    ferplus_csv: str = ""
-    variant: str = "cntk"
-    shard_size: int = 4096
-    workers: int = 0
+    # Each comment is also the --help text of build_records.py ferplus's option.
+    fer_csv: str = ""               # fer2013.csv (emotion,pixels,Usage)
+    ferplus_csv: str = ""           # fer2013new.csv (Usage,Image name,neutral,...,contempt,unknown,NF),
+                                    # aligned row by row with --fer-csv
+    variant: Literal["cntk", "clean", "full"] = "cntk"   # vote cleaning (cntk: votes <= 1
+                                    # zeroed, drop unknown/NF maxima, 3+ ties and weak majorities)
+    shard_size: int = 4096          # input rows per shard
+    workers: int = 0                # worker processes (0: every available core; 1: no subprocess)
 
 
 def clean_votes(votes, variant: str = "cntk"):
