@@ -128,28 +128,30 @@ def _conv(x, filters, kernel, name, strides=1, padding=0, use_bias=False):
                          kernel_initializer="he_normal")(x)
 
 
-def _bn(x, name, gamma="ones"):
+def _bn(x, name, gamma="ones", synchronized=False):
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name,
-                                     gamma_initializer=gamma)(x)
+                                     gamma_initializer=gamma, synchronized=synchronized)(x)
 
 
-def _bottleneck(x, prefix, mid, out, strides, project, se, drop: dict, zero_init: bool):
+def _bottleneck(x, prefix, mid, out, strides, project, se, drop: dict, zero_init: bool,
+                sync: bool = False):
     """One Caffe-style bottleneck ``prefix`` (e.g. ``conv3_1``)."""
     shortcut = x
     y = _conv(x, mid, 1, prefix + "_1x1_reduce", strides=strides)
-    y = _bn(y, prefix + "_1x1_reduce_bn")
+    y = _bn(y, prefix + "_1x1_reduce_bn", synchronized=sync)
     y = layers.ReLU(name=prefix + "_1x1_reduce_relu")(y)
     y = _conv(y, mid, 3, prefix + "_3x3", padding=1)
     if prefix + "_3x3" in drop:
         y = layers.Dropout(drop[prefix + "_3x3"], name=prefix + "_3x3_drop")(y)
-    y = _bn(y, prefix + "_3x3_bn")
+    y = _bn(y, prefix + "_3x3_bn", synchronized=sync)
     y = layers.ReLU(name=prefix + "_3x3_relu")(y)
     y = _conv(y, out, 1, prefix + "_1x1_increase")
     if prefix + "_1x1_increase" in drop:
         y = layers.Dropout(drop[prefix + "_1x1_increase"], name=prefix + "_1x1_increase_drop")(y)
     # residual branch starts at zero (BN scale 0) when trained from scratch: every block
     # is the identity at initialisation, which trains deep ResNets much faster
-    y = _bn(y, prefix + "_1x1_increase_bn", gamma="zeros" if zero_init else "ones")
+    y = _bn(y, prefix + "_1x1_increase_bn", gamma="zeros" if zero_init else "ones",
+            synchronized=sync)
     if se:
         s = layers.GlobalAveragePooling2D(keepdims=True, name=prefix + "_global_pool")(y)
         s = _conv(s, max(1, out // SE_REDUCTION), 1, prefix + "_1x1_down", use_bias=True)
@@ -163,7 +165,7 @@ def _bottleneck(x, prefix, mid, out, strides, project, se, drop: dict, zero_init
         y = layers.Multiply(name=prefix + "_scale")([y, s])
     if project:
         shortcut = _conv(x, out, 1, prefix + "_1x1_proj", strides=strides)
-        shortcut = _bn(shortcut, prefix + "_1x1_proj_bn")
+        shortcut = _bn(shortcut, prefix + "_1x1_proj_bn", synchronized=sync)
     y = layers.Add(name=prefix)([y, shortcut])
     return layers.ReLU(name=prefix + "_relu")(y)
 
@@ -171,9 +173,11 @@ def _bottleneck(x, prefix, mid, out, strides, project, se, drop: dict, zero_init
 def build_resnet(*, se: bool, width: float = 1.0, input_size: int = INPUT_SIZE,
                  dropout: float = 0.5, num_classes: int = emotions.NUM_CLASSES,
                  mean=MEAN_RGB, zero_init_residual: bool = True,
-                 name: str | None = None) -> keras.Model:
+                 name: str | None = None, synchronized: bool = False) -> keras.Model:
     """VGGFace2 ResNet-50 (``se=False``) or SE-ResNet-50 (``se=True``) with an
-    ``num_classes``-way 1x1-convolution classifier and the model's own preprocessing."""
+    ``num_classes``-way 1x1-convolution classifier and the model's own preprocessing.
+    ``synchronized``: batch normalisation over the global batch of every replica (training
+    under a distribution strategy); no effect in inference."""
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
     if input_size < 32:
@@ -187,7 +191,7 @@ def build_resnet(*, se: bool, width: float = 1.0, input_size: int = INPUT_SIZE,
     images = keras.Input(shape=(None, None, None), dtype="uint8", name="image")
     x = TeacherPreprocess(input_size, mean, name="preprocess")(images)
     x = _conv(x, _ch(64, width), 7, "conv1_7x7_s2", strides=2, padding=3)
-    x = _bn(x, "conv1_7x7_s2_bn")
+    x = _bn(x, "conv1_7x7_s2_bn", synchronized=synchronized)
     x = layers.ReLU(name="conv1_relu_7x7_s2")(x)
     # 3x3/2 max pool, ceil mode: pad bottom/right so out = ceil((h - 3) / 2) + 1. Zero
     # padding is exact here: the input is post-ReLU (>= 0) and every window holds a
@@ -203,7 +207,8 @@ def build_resnet(*, se: bool, width: float = 1.0, input_size: int = INPUT_SIZE,
         for b in range(blocks):
             x = _bottleneck(x, f"conv{s + 2}_{b + 1}", _ch(mid, width), _ch(4 * mid, width),
                             strides=2 if (b == 0 and s > 0) else 1, project=(b == 0),
-                            se=se, drop=drop, zero_init=zero_init_residual)
+                            se=se, drop=drop, zero_init=zero_init_residual,
+                            sync=synchronized)
 
     x = layers.GlobalAveragePooling2D(keepdims=True, name="pool5")(x)
     x = layers.Conv2D(num_classes, 1, use_bias=True, name="classifier",
@@ -218,24 +223,24 @@ _METADATA = {"input_size": INPUT_SIZE, "mean": list(MEAN_RGB), "std": [1.0, 1.0,
              "colour": "grey", "input_dtype": "uint8", "class_names": list(emotions.FERPLUS),
              "embedding_layer": "pool5"}
 _DEFAULTS = {"width": 1.0, "input_size": INPUT_SIZE, "dropout": 0.5,
-             "num_classes": emotions.NUM_CLASSES}
+             "num_classes": emotions.NUM_CLASSES, "synchronized": False}
 
 
 @register("resnet50-ferplus", kind="teacher", metadata=_METADATA, defaults=_DEFAULTS,
           description="VGGFace2 ResNet-50 fine-tuned on FER+ (hard labels), protocol §4.1")
 def resnet50_ferplus(width: float = 1.0, input_size: int = INPUT_SIZE, dropout: float = 0.5,
-                     num_classes: int = emotions.NUM_CLASSES) -> keras.Model:
+                     num_classes: int = emotions.NUM_CLASSES, synchronized: bool = False) -> keras.Model:
     return build_resnet(se=False, width=width, input_size=input_size, dropout=dropout,
-                        num_classes=num_classes)
+                        num_classes=num_classes, synchronized=synchronized)
 
 
 @register("senet50-ferplus", kind="teacher", metadata=_METADATA, defaults=_DEFAULTS,
           description="VGGFace2 SE-ResNet-50 fine-tuned on FER+ (vote distributions), "
                       "protocol §4.1")
 def senet50_ferplus(width: float = 1.0, input_size: int = INPUT_SIZE, dropout: float = 0.5,
-                    num_classes: int = emotions.NUM_CLASSES) -> keras.Model:
+                    num_classes: int = emotions.NUM_CLASSES, synchronized: bool = False) -> keras.Model:
     return build_resnet(se=True, width=width, input_size=input_size, dropout=dropout,
-                        num_classes=num_classes)
+                        num_classes=num_classes, synchronized=synchronized)
 
 
 def conv_layer_names(model: keras.Model) -> list[str]:
