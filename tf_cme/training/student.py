@@ -401,7 +401,7 @@ def _provenance(cfg: StudentTrainConfig, digest: str | None) -> dict:
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
           return_student: bool = False, allow_changed: bool = False,
-          skip_corrupt: bool = False):
+          skip_corrupt: bool = False, callbacks=None):
     """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
 
     A run folder that holds a checkpoint resumes only with the same resolved config and the
@@ -413,6 +413,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     The shards of the splits read are checked (CRCs) first: a corrupt one is a CmeError
     naming it, or with ``skip_corrupt`` is left out and listed in the metrics'
     ``skipped_corrupt_shards``.
+    ``callbacks``: Keras callbacks (:mod:`tf_cme.training.callbacks`): train begin/end once
+    per call, epoch begin/end per mini-epoch (epoch ``e - 1``; the logs of ``fit`` and
+    ``learning_rate``), batch hooks per step.
     """
     _validate(cfg)
     if strategy is None:
@@ -421,6 +424,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     import keras
     import tensorflow as tf
     from .. import config as config_lib
+    from .callbacks import FitHooks, callback_list
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
@@ -508,6 +512,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         bar.update(start)
     keep = {int(k) for k in cfg.keep_epochs}
     t0 = time.time()
+    hooks = callback_list(callbacks, distiller, epochs=cfg.mini_epochs, steps=steps)
+    hooks.on_train_begin()
     for e in bar:
         lr = float(lrs[e - 1])
         set_learning_rate(distiller.optimizer, lr)  # MatConvNet: lr after momentum
@@ -519,7 +525,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         with naming_corrupt_shards(cfg.records if default_data else None, None, skipped):
             hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
                                  steps_per_epoch=steps, validation_data=val_ds,
-                                 validation_steps=val_steps or None, shuffle=False)
+                                 validation_steps=val_steps or None, shuffle=False,
+                                 callbacks=[FitHooks(hooks, {"learning_rate": lr})])
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
@@ -545,6 +552,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{train_logs.get('loss', float('nan')):.4f}",
                             err=f"{train_logs.get('top1_error', float('nan')):.3f}")
+        if distiller.stop_training:      # a callback (EarlyStopping, ...) asked to stop
+            break
+    hooks.on_train_end(history.get("train"))
     elapsed = time.time() - t0
     metrics = {}
     if chief:

@@ -224,7 +224,8 @@ def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
 
 
 def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
-          allow_changed: bool = False, skip_corrupt: bool = False) -> dict:
+          allow_changed: bool = False, skip_corrupt: bool = False,
+          callbacks=None) -> dict:
     """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
     epochs in this call (tests use it to simulate an interruption). Returns metrics.
 
@@ -233,7 +234,11 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     (:meth:`tf_cme.runs.Run.start_or_resume`); only :data:`MAY_CHANGE` may differ unless
     ``allow_changed``. Every shard of the train and val splits is checked (CRCs) first:
     a corrupt one is a CmeError naming it, or with ``skip_corrupt`` is left out and listed
-    in the metrics' ``skipped_corrupt_shards``."""
+    in the metrics' ``skipped_corrupt_shards``.
+    ``callbacks``: Keras callbacks (:mod:`tf_cme.training.callbacks`) driven from the loop:
+    train begin/end once per call, epoch begin/end per epoch (0-based; logs ``loss``,
+    ``accuracy``, ``learning_rate``, ``val_loss``, ``val_accuracy``, ``val_mean_recall``,
+    ``val_recall_<emotion>``), batch begin/end per step (logs ``loss``)."""
     import keras
     import tensorflow as tf
 
@@ -244,6 +249,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     from ..models.io import save_model
     from ..models.teacher import forward as teacher_forward
     from . import optim, strategy as strategy_lib
+    from .callbacks import callback_list
 
     loss_name = cfg.resolved_loss()
     schedule = cfg.schedule()
@@ -317,12 +323,16 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     writer = tf.summary.create_file_writer(str(run.tensorboard))
     epochs_run = 0
     t_start = time.time()
+    model.stop_training = False           # set by callbacks (EarlyStopping), as fit does
+    hooks = callback_list(callbacks, model, epochs=len(schedule), steps=steps)
+    hooks.on_train_begin()
     while state["epoch"] < len(schedule):
         if max_epochs is not None and epochs_run >= max_epochs:
             break
         epoch = state["epoch"]            # 0-based index of the epoch to run
         lr = schedule[epoch]
         optim.set_learning_rate(opt, lr)  # MatConvNet: lr after momentum
+        hooks.on_epoch_begin(epoch)
         ds = faces_dataset(cfg.records, "train", batch_size=cfg.batch_size, training=True,
                            seed=cfg.seed * 1000 + epoch, augment=_augment_mode(cfg), repeat=True,
                            shuffle_buffer=cfg.shuffle_buffer,
@@ -338,7 +348,9 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                     tf.summary.image("train/samples", _image_grid(local.numpy(),
                                                                   cfg.sample_images),
                                      step=0, max_outputs=cfg.sample_images)
+            hooks.on_train_batch_begin(i)
             loss, correct = train_step(images, y)
+            hooks.on_train_batch_end(i, {"loss": float(loss)})
             tot_loss += float(loss)
             tot_correct += float(correct)
             seen += global_batch
@@ -370,6 +382,13 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         print(f"epoch {epoch + 1}/{len(schedule)} lr {lr:g}: train loss {row['train_loss']:.4f}"
               f" acc {row['train_accuracy']:.4f}, val loss {val_loss:.4f} acc {val_acc:.4f}"
               f" ({row['images_per_second']:.0f} img/s)", flush=True)
+        hooks.on_epoch_end(epoch, {
+            "loss": row["train_loss"], "accuracy": row["train_accuracy"], "learning_rate": lr,
+            "val_loss": val_loss, "val_accuracy": val_acc,
+            "val_mean_recall": float(np.mean([r for r in recall.values() if r is not None]
+                                             or [np.nan])),
+            **{f"val_recall_{n}": (np.nan if r is None else float(r))
+               for n, r in recall.items()}})
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if val_acc > state["best_val_accuracy"]:
@@ -382,6 +401,9 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             save_model(model, run.model_path)
         save_checkpoint(ckpt_path, model, opt, state)
         epochs_run += 1
+        if model.stop_training:           # a callback (EarlyStopping, ...) asked to stop
+            break
+    hooks.on_train_end()
     metrics = {"best_epoch": state["best_epoch"],
                "best_val_accuracy": state["best_val_accuracy"],
                "val_recall_best_epoch": state.get("best_recall"),
