@@ -141,3 +141,29 @@ def test_profile_batch_option():
     cbs = cli_callbacks(None, "2,3", "RUN")
     assert len(cbs) == 1 and isinstance(cbs[0], Profiler)
     assert cbs[0].logdir == str(Path("RUN/tensorboard/train"))
+
+
+def test_teacher_checkpoints_and_old_npz_refused(tmp_path, fer_records):  # noqa: F811
+    """Issue 15.2: tf.train.Checkpoint + state.json (the student's pattern, last two kept);
+    a run folder holding the .npz checkpoint of an older tf-cme is a CmeError naming it."""
+    import json
+    import numpy as np
+    from tf_cme.training.teacher import TeacherTrainConfig, train
+    cfg = TeacherTrainConfig(records=str(fer_records), arch="senet50-ferplus", width=WIDTH,
+                             input_size=SIZE, batch_size=16, learning_rates=[0.01],
+                             epochs_per_rate=[3], steps_per_epoch=1, sample_images=0)
+    run = tmp_path / "run"
+    train(cfg, run)
+    ck = run / "checkpoints"
+    state = json.loads((ck / "state.json").read_text())
+    assert state["epoch"] == 3 and state["prefix"] == "ckpt-3"
+    assert sorted(p.name for p in ck.glob("ckpt-*.index")) == ["ckpt-2.index", "ckpt-3.index"]
+    assert not (ck / "last.npz").exists()
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    np.savez(old / "checkpoints" / "last.npz", w0=np.zeros(3))
+    with pytest.raises(CmeError, match=r"last\.npz.*written by an older tf-cme.*start a new "
+                                       r"--out"):
+        train(cfg, old)
+    assert not (old / "model.keras").exists()
+

@@ -1,6 +1,7 @@
 """Fine-tune a FER+ teacher (protocol §4.2) into a run folder; re-running resumes.
 
-Writes RUN/config.json, RUN/checkpoints/last.npz (every epoch, atomic), RUN/tensorboard/,
+Writes RUN/config.json, RUN/checkpoints/ (tf.train.Checkpoint every epoch, the last two kept;
+state.json atomic), RUN/tensorboard/,
 RUN/model.keras (the best epoch on val) and RUN/metrics.json.
 
 Examples:

@@ -40,7 +40,6 @@ global batch. Non-chief workers write their checkpoints to a scratch folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -52,11 +51,10 @@ import numpy as np
 from .. import emotions
 from ..metrics import contract
 from ..runs import Run
-from ..utils import CmeError, progress, write_json
+from ..utils import CmeError, progress
 
 from ..audio.constants import TRAIN_CROP_SAMPLES  # noqa: E402
 
-STATE = "state.json"
 
 # Keys that may differ when a run resumes: more (or fewer) mini-epochs continue the same
 # schedule's draws; how many images are logged and whether the records are re-scanned
@@ -233,11 +231,8 @@ def _worker_dir(run: Run, strategy) -> Path:
 
 
 def _read_state(ckdir: Path) -> dict:
-    path = ckdir / STATE
-    if not path.exists():
-        return {"mini_epoch": 0}
-    with open(path) as f:
-        return json.load(f)
+    from .checkpoints import read_state
+    return read_state(ckdir) or {"mini_epoch": 0}
 
 
 class _Summaries:
@@ -332,9 +327,8 @@ def _save_student(student, path, origin: dict | None = None) -> Path:
 
 def checkpoint_epochs(run_dir) -> list[int]:
     """The mini-epochs whose checkpoints ``RUN/checkpoints`` holds, in order."""
-    ckdir = Run(Path(run_dir)).checkpoints
-    found = (p.name[len("ckpt-"):-len(".index")] for p in ckdir.glob("ckpt-*.index"))
-    return sorted(int(n) for n in found if n.isdigit())
+    from .checkpoints import saved
+    return saved(Run(Path(run_dir)).checkpoints)
 
 
 def epoch_model(run_dir, epoch: int) -> Path:
@@ -424,6 +418,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     import keras
     import tensorflow as tf
     from .. import config as config_lib
+    from . import checkpoints
     from .callbacks import FitHooks, callback_list
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
@@ -491,7 +486,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     state = _read_state(run.checkpoints)
     start = int(state["mini_epoch"])
     if start > 0:
-        ckpt.read(str(run.checkpoints / state["prefix"])).assert_existing_objects_matched()
+        checkpoints.restore(ckpt, run.checkpoints, state)
     if start >= cfg.mini_epochs and run.model_path.exists():
         return (run.metrics(), student) if return_student else run.metrics()
     if dataset_fn is None:
@@ -539,15 +534,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
             summaries.images("spectrogram", np.asarray(spec), e)
         # checkpoint: files first, then the state (atomic), then prune all but the last
         # two and those of keep_epochs
-        prefix = f"ckpt-{e}"
-        ckpt.write(str(ckdir / prefix))
-        if chief:
-            write_json(ckdir / STATE, {"mini_epoch": e, "prefix": prefix, "learning_rate": lr,
-                                       "train": train_logs, "val": val_logs})
-            for old in ckdir.glob("ckpt-*"):
-                n = old.name.split(".")[0].split("-")[1]
-                if n.isdigit() and int(n) < e - 1 and int(n) not in keep:
-                    old.unlink()
+        checkpoints.save(ckpt, ckdir, e, {"mini_epoch": e, "learning_rate": lr,
+                                          "train": train_logs, "val": val_logs},
+                         keep=keep, chief=chief)
         history = {"mini_epoch": e, "train": train_logs, "val": val_logs}
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{train_logs.get('loss', float('nan')):.4f}",

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,12 +33,12 @@ from .. import emotions, provenance
 from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
 from ..runs import Run
-from ..utils import CmeError, atomic_path, progress
+from ..utils import CmeError, progress
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("softmaxlog", "distributions")
-CHECKPOINT = "last.npz"
+OLD_CHECKPOINT = "last.npz"        # before tf.train.Checkpoint (refused, named)
 # config keys that may differ on resume: the schedule's length, what is logged, and paths
 # whose contents are compared through their digests (records, init)
 MAY_CHANGE = frozenset({"epochs_per_rate", "sample_images", "records", "init"})
@@ -152,38 +151,14 @@ def copy_weights_by_name(src, dst, source="init") -> dict:
 
 # ------------------------------------------------------------------------------ checkpoints
 
-def _opt_variables(opt):
-    return list(opt.variables)
-
-
-def save_checkpoint(path: Path, model, opt, state: dict) -> None:
-    """Weights + optimizer state + ``state`` (epoch, best, history) in one atomic .npz."""
-    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
-    state = {**state, "weight_names": [w.path for w in model.weights]}
-    arrays.update({f"o{i}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-                   for i, v in enumerate(_opt_variables(opt))})
-    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def load_checkpoint(path: Path, model, opt) -> dict:
-    try:
-        data = np.load(path)
-        state = json.loads(bytes(data["state"]).decode())
-        names = [w.path for w in model.weights]
-        if state.get("weight_names", names) != names:
-            raise ValueError("its weights are not this model's (another arch or width?)")
-        n_w = len(model.get_weights())
-        model.set_weights([data[f"w{i}"] for i in range(n_w)])
-        ov = _opt_variables(opt)
-        for i, v in enumerate(ov):
-            v.assign(data[f"o{i}"])
-    except (KeyError, ValueError, OSError) as e:
-        raise CmeError(f"{path}: unreadable or incompatible checkpoint ({e}); delete it to "
-                       f"start over") from None
-    return state
+def _old_checkpoint(run: Run) -> None:
+    """CmeError for a run folder holding the .npz checkpoint of an older tf-cme (weights and
+    optimizer variables by index), which this version does not read."""
+    old = run.checkpoints / OLD_CHECKPOINT
+    if old.exists():
+        raise CmeError(f"{old}: a teacher checkpoint written by an older tf-cme (weights by "
+                       f"index in .npz), which this version does not resume; start a new "
+                       f"--out (or delete {run.checkpoints} to train this run from scratch)")
 
 
 def make_predict_fn(model):
@@ -248,7 +223,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     from ..models.io import save_model
     from ..models.teacher import forward as teacher_forward
-    from . import optim, strategy as strategy_lib
+    from . import checkpoints, optim, strategy as strategy_lib
     from .callbacks import callback_list
 
     loss_name = cfg.resolved_loss()
@@ -259,7 +234,8 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             raise CmeError(f"{cfg.records}: no {split!r} split")
     skipped = skipped_shards(cfg.records, ["train", cfg.val_split], skip_corrupt)
     run = Run.create(run_dir)
-    ckpt_path = run.checkpoints / CHECKPOINT
+    _old_checkpoint(run)
+    saved_state = checkpoints.read_state(run.checkpoints)
     sources = {"records": records_lib.manifest_digest(cfg.records)}
     # where the saved weights come from (tf_cme.provenance): the records, whatever the init
     origin = {"provenance": provenance.trained(manifest, sources["records"]),
@@ -269,7 +245,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         from ..models.importers import sha256
         sources["init"] = sha256(cfg.init) if Path(cfg.init).is_file() else None
     run.start_or_resume(config_lib.to_dict(cfg), sources=sources, may_change=MAY_CHANGE,
-                        started=ckpt_path.exists(), override=allow_changed)
+                        started=saved_state is not None, override=allow_changed)
     run.save_config(cfg)
 
     strategy = strategy_lib.from_environment()
@@ -278,6 +254,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         model = build_teacher(cfg)
         opt = optim.sgd(schedule[0], momentum=cfg.momentum)
         opt.build(model.trainable_variables)
+        ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
     variables = model.trainable_variables
     mults = {}
     for v in variables:
@@ -285,10 +262,17 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                         else cfg.backbone_lr_mult)
     decayed = {id(v) for v in variables if v.path.endswith("/kernel")}
     state = {"epoch": 0, "best_epoch": None, "best_val_accuracy": -1.0, "history": []}
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, model, opt)
+    if saved_state is not None:
+        try:
+            checkpoints.restore(ckpt, run.checkpoints, saved_state)
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise CmeError(f"{run.checkpoints / saved_state['prefix']}: unreadable or "
+                           f"incompatible checkpoint ({str(e).splitlines()[0][:200]}); "
+                           f"another arch or width? start a new --out") from None
+        state = {k: v for k, v in saved_state.items() if k != "prefix"}
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
-        print(f"resuming from {ckpt_path} (epoch {state['epoch']} done)")
+        print(f"resuming from {run.checkpoints / saved_state['prefix']} "
+              f"(epoch {state['epoch']} done)")
 
     n_train = int(manifest["splits"]["train"]["examples"]) - sum(
         int(s["examples"]) for s in manifest["shards"] if s["file"] in skipped
@@ -399,7 +383,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                 "epoch": epoch + 1, "val_accuracy": val_acc, "loss": loss_name,
                 "records": str(cfg.records), "init": cfg.init or None}, **origin}
             save_model(model, run.model_path)
-        save_checkpoint(ckpt_path, model, opt, state)
+        checkpoints.save(ckpt, run.checkpoints, epoch + 1, state)
         epochs_run += 1
         if model.stop_training:           # a callback (EarlyStopping, ...) asked to stop
             break
