@@ -167,3 +167,83 @@ def test_teacher_checkpoints_and_old_npz_refused(tmp_path, fer_records):  # noqa
         train(cfg, old)
     assert not (old / "model.keras").exists()
 
+
+
+def _events(logdir):
+    """{tag: [(step, value or None)]} and the plugin names of the event files directly in
+    ``logdir``."""
+    import tensorflow as tf
+    from tensorboard.util import tensor_util
+    out, plugins = {}, set()
+    for f in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        for ev in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in ev.summary.value:
+                plugins.add(v.metadata.plugin_data.plugin_name)
+                val = None
+                if v.metadata.plugin_data.plugin_name == "scalars":
+                    val = float(tensor_util.make_ndarray(v.tensor))
+                out.setdefault(v.tag, []).append((ev.step, val))
+    return out, plugins
+
+
+def _hparams(logdir) -> dict:
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata as hp_md
+    found = {}
+    for f in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        for ev in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in ev.summary.value:
+                if v.metadata.plugin_data.plugin_name == hp_md.PLUGIN_NAME:
+                    data = hp_md.parse_session_start_info_plugin_data(
+                        v.metadata.plugin_data.content) if v.tag == \
+                        hp_md.SESSION_START_INFO_TAG else None
+                    if data is not None:
+                        for k, hv in data.hparams.items():
+                            found[k] = hv.WhichOneof("kind") and getattr(
+                                hv, hv.WhichOneof("kind"))
+    return found
+
+
+def test_shared_tags_and_hparams_in_both_trainers(tmp_path, fer_records):  # noqa: F811
+    """Issue 15.3/15.4: the same tag names (tf_cme.training.tags) in train/ and validation/
+    of both trainers' TensorBoard folders, and the hparams plugin's config summary."""
+    import _student_worker as w
+    from tf_cme.training import tags
+    from tf_cme.training.student import learning_rates, train as train_student
+    from tf_cme.training.teacher import TeacherTrainConfig, train as train_teacher
+    scfg = w.tiny_config(mini_epochs=2)
+    train_student(scfg, tmp_path / "s", dataset_fn=w.dataset_fn_factory(),
+                  sizes={"train": w.N, "unheard": w.N})
+    tcfg = TeacherTrainConfig(records=str(fer_records), arch="senet50-ferplus", width=WIDTH,
+                              input_size=SIZE, batch_size=16, learning_rates=[0.01],
+                              epochs_per_rate=[2], steps_per_epoch=1, sample_images=2)
+    tm = train_teacher(tcfg, tmp_path / "t")
+    common_train = {tags.LOSS, tags.ACCURACY, tags.LEARNING_RATE, tags.INPUTS}
+    common_val = {tags.LOSS, tags.ACCURACY, tags.MEAN_RECALL} | {
+        tags.recall(e) for e in ("neutral", "happiness")}   # contempt: none in the tiny val
+    seen = {}
+    for name in ("s", "t"):
+        tb = tmp_path / name / "tensorboard"
+        tr, trp = _events(tb / tags.TRAIN_DIR)
+        va, _ = _events(tb / tags.VALIDATION_DIR)
+        assert common_train <= set(tr), (name, sorted(tr))
+        assert common_val <= set(va), (name, sorted(va))
+        # no old names left: lr, train/loss, val_recall/*, val/recall_*, learning_rate
+        for t in list(tr) + list(va):
+            assert t.startswith("epoch_") or t == tags.INPUTS, (name, t)
+        assert [s for s, _ in tr[tags.LEARNING_RATE]] == [1, 2]
+        seen[name] = (tr, va)
+        hp = _hparams(tb)
+        assert hp, f"{name}: no hparams session summary in {tb}"
+        seen[name + "_hp"] = hp
+    s_tr, s_va = seen["s"]
+    assert [v for _, v in s_tr[tags.LEARNING_RATE]] == pytest.approx(list(learning_rates(scfg)))
+    state = __import__("json").loads((tmp_path / "s/checkpoints/state.json").read_text())
+    assert s_va[tags.LOSS][-1][1] == pytest.approx(state["val"]["loss"])
+    assert s_tr[tags.ACCURACY][-1][1] == pytest.approx(1 - state["train"]["top1_error"])
+    t_tr, t_va = seen["t"]
+    assert t_va[tags.ACCURACY][-1][1] == pytest.approx(tm["history"][-1]["val_accuracy"])
+    assert [v for _, v in t_tr[tags.LEARNING_RATE]] == pytest.approx([0.01, 0.01])
+    assert seen["s_hp"]["mini_epochs"] == 2 and seen["s_hp"]["loss"] == "hot-cross-ent"
+    assert seen["t_hp"]["arch"] == "senet50-ferplus" and seen["t_hp"]["batch_size"] == 16
+    assert seen["t_hp"]["learning_rates"] == "[0.01]"

@@ -13,8 +13,11 @@
   ``metrics.json`` ``validation``), with fresh random crops seeded by :func:`val_seed`
   (``e``) and test-mode BN;
 - then writes a checkpoint (``checkpoints/ckpt-<e>``, then ``checkpoints/state.json``,
-  atomically) and TensorBoard summaries (``tensorboard/``: every metric under
-  ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops);
+  atomically) and TensorBoard summaries (:mod:`tf_cme.training.summaries`, the tags of
+  :mod:`tf_cme.training.tags` shared with the teacher: every metric as ``epoch_<name>``
+  in ``tensorboard/train`` and ``tensorboard/validation``, ``epoch_accuracy`` = 1 -
+  top-1 error, ``epoch_learning_rate``, spectrogram images of a few crops as ``inputs``,
+  and the run's config as hparams);
   the last two checkpoints are kept, and those of the mini-epochs in ``keep_epochs``
   (280, the released model of the original) for good.
 
@@ -235,31 +238,12 @@ def _read_state(ckdir: Path) -> dict:
     return read_state(ckdir) or {"mini_epoch": 0}
 
 
-class _Summaries:
-    def __init__(self, logdir: Path, enabled: bool):
-        import tensorflow as tf
-        self.writer = tf.summary.create_file_writer(str(logdir)) if enabled else None
-
-    def scalars(self, prefix: str, logs: dict, step: int):
-        if self.writer is None:
-            return
-        import tensorflow as tf
-        with self.writer.as_default():
-            for k, v in logs.items():
-                tf.summary.scalar(f"{prefix}{k}", float(v), step=step)
-        self.writer.flush()
-
-    def images(self, name: str, spec: np.ndarray, step: int):
-        if self.writer is None or spec is None:
-            return
-        import tensorflow as tf
-        img = spec[:, :, :, :1]                              # [k, 512, T, 1]
-        lo, hi = img.min(axis=(1, 2, 3), keepdims=True), img.max(axis=(1, 2, 3), keepdims=True)
-        img = (img - lo) / np.maximum(hi - lo, 1e-6)
-        img = img[:, ::-1]                                   # low frequencies at the bottom
-        with self.writer.as_default():
-            tf.summary.image(name, img, step=step, max_outputs=img.shape[0])
-        self.writer.flush()
+def _spectrogram_images(spec: np.ndarray) -> np.ndarray:
+    """Spectrograms ``[k, 512, T, C]`` as images in [0, 1], low frequencies at the bottom."""
+    img = spec[:, :, :, :1]                              # [k, 512, T, 1]
+    lo, hi = img.min(axis=(1, 2, 3), keepdims=True), img.max(axis=(1, 2, 3), keepdims=True)
+    img = (img - lo) / np.maximum(hi - lo, 1e-6)
+    return img[:, ::-1]
 
 
 def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
@@ -420,6 +404,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     from .. import config as config_lib
     from . import checkpoints
     from .callbacks import FitHooks, callback_list
+    from .summaries import Summaries
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
@@ -499,7 +484,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None,
                                         val_subset=val_subset, skip_corrupt=skip_corrupt)
 
-    summaries = _Summaries(run.tensorboard, enabled=chief)
+    summaries = Summaries(run.tensorboard, enabled=chief)
+    summaries.hparams(config_lib.to_dict(cfg), trial=run.path.name)
     history: dict = {}
     bar = progress(range(start + 1, cfg.mini_epochs + 1), total=cfg.mini_epochs,
                    desc="distilling", unit="mini-epoch")
@@ -525,13 +511,11 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
-        summaries.scalars("train/", train_logs, e)
-        summaries.scalars("val/", val_logs, e)
-        summaries.scalars("", {"learning_rate": lr}, e)
+        summaries.epoch(e, train_logs, val_logs, learning_rate=lr)
         if cfg.images and chief and (e == start + 1 or e % 10 == 0 or e == cfg.mini_epochs):
             x, _ = next(iter(dataset_fn(cfg.train_split, train_seed(cfg, e), True)))
             spec = student.get_layer("spectrogram")(x[: cfg.images], training=False)
-            summaries.images("spectrogram", np.asarray(spec), e)
+            summaries.images(_spectrogram_images(np.asarray(spec)), e)
         # checkpoint: files first, then the state (atomic), then prune all but the last
         # two and those of keep_epochs
         checkpoints.save(ckpt, ckdir, e, {"mini_epoch": e, "learning_rate": lr,

@@ -15,10 +15,13 @@
   (:func:`tf_cme.data.pipelines.faces_dataset`: the flip, and the affine as ``y["affine"]``);
   the model subtracts its mean and resamples once, the affine included
   (:func:`tf_cme.models.teacher.forward`, protocol §4.2).
-- The distribution strategy comes from the environment; TensorBoard (loss, accuracy,
-  per-class recall, learning rate, sample images); an atomic epoch checkpoint (weights,
-  optimizer state, epoch, best so far) that a re-run resumes from; the best epoch on
-  val (accuracy, i.e. MatConvNet's ``classerror``) is kept as ``RUN/model.keras``.
+- The distribution strategy comes from the environment; TensorBoard
+  (:mod:`tf_cme.training.summaries`: loss, accuracy, per-class recall, learning rate,
+  sample images under the tags shared with the student, the config as hparams); an epoch
+  checkpoint (:mod:`tf_cme.training.checkpoints`: weights, optimizer state, then
+  ``state.json`` with epoch, best so far, history) that a re-run resumes from; the best
+  epoch on val (accuracy, i.e. MatConvNet's ``classerror``) is kept as ``RUN/model.keras``.
+  User Keras callbacks are driven from the loop (:mod:`tf_cme.training.callbacks`).
 """
 from __future__ import annotations
 
@@ -225,6 +228,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     from ..models.teacher import forward as teacher_forward
     from . import checkpoints, optim, strategy as strategy_lib
     from .callbacks import callback_list
+    from .summaries import Summaries
 
     loss_name = cfg.resolved_loss()
     schedule = cfg.schedule()
@@ -304,7 +308,8 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                 strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 
     predict_fn = make_predict_fn(model)
-    writer = tf.summary.create_file_writer(str(run.tensorboard))
+    summaries = Summaries(run.tensorboard)
+    summaries.hparams(config_lib.to_dict(cfg), trial=run.path.name)
     epochs_run = 0
     t_start = time.time()
     model.stop_training = False           # set by callbacks (EarlyStopping), as fit does
@@ -328,10 +333,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         for i, (images, y) in enumerate(named_iteration(dist, cfg.records, "train", skipped)):
             if i == 0 and epoch == 0 and cfg.sample_images:
                 local = strategy.experimental_local_results(images)[0]
-                with writer.as_default():
-                    tf.summary.image("train/samples", _image_grid(local.numpy(),
-                                                                  cfg.sample_images),
-                                     step=0, max_outputs=cfg.sample_images)
+                summaries.images(_image_grid(local.numpy(), cfg.sample_images), step=0)
             hooks.on_train_batch_begin(i)
             loss, correct = train_step(images, y)
             hooks.on_train_batch_end(i, {"loss": float(loss)})
@@ -356,23 +358,17 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                "train_accuracy": tot_correct / max(1, seen), "val_loss": val_loss,
                "val_accuracy": val_acc, "train_seconds": round(train_time, 2),
                "images_per_second": round(seen / max(train_time, 1e-9), 1)}
-        with writer.as_default():
-            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
-                tf.summary.scalar(k.replace("_", "/", 1), row[k], step=epoch + 1)
-            for name, r in recall.items():
-                if r is not None:
-                    tf.summary.scalar(f"val_recall/{name}", r, step=epoch + 1)
-        writer.flush()
+        known = [r for r in recall.values() if r is not None]
+        train_logs = {"loss": row["train_loss"], "accuracy": row["train_accuracy"]}
+        val_logs = {"loss": val_loss, "accuracy": val_acc,
+                    "mean_recall": float(np.mean(known)) if known else None,
+                    **{f"recall_{n}": r for n, r in recall.items()}}
+        summaries.epoch(epoch + 1, train_logs, val_logs, learning_rate=lr)
         print(f"epoch {epoch + 1}/{len(schedule)} lr {lr:g}: train loss {row['train_loss']:.4f}"
               f" acc {row['train_accuracy']:.4f}, val loss {val_loss:.4f} acc {val_acc:.4f}"
               f" ({row['images_per_second']:.0f} img/s)", flush=True)
-        hooks.on_epoch_end(epoch, {
-            "loss": row["train_loss"], "accuracy": row["train_accuracy"], "learning_rate": lr,
-            "val_loss": val_loss, "val_accuracy": val_acc,
-            "val_mean_recall": float(np.mean([r for r in recall.values() if r is not None]
-                                             or [np.nan])),
-            **{f"val_recall_{n}": (np.nan if r is None else float(r))
-               for n, r in recall.items()}})
+        hooks.on_epoch_end(epoch, {**train_logs, "learning_rate": lr, **{
+            f"val_{k}": (np.nan if v is None else v) for k, v in val_logs.items()}})
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if val_acc > state["best_val_accuracy"]:
