@@ -94,6 +94,17 @@ def test_student_callbacks_once_per_call_and_csv_appends(tmp_path):
                                ("train_end", None)], (steps, steps))
     assert [r["epoch"] for r in _rows(log)] == ["0", "1", "2", "3"]
     assert log.read_text().count("epoch,") == 1
+    # a callback that stops training (as EarlyStopping does) ends the call after that
+    # mini-epoch's checkpoint; the next call resumes after it
+    import json
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 4:
+                self.model.stop_training = True
+    m = train(dataclasses.replace(cfg, mini_epochs=7), run, callbacks=[StopAt()], **data)
+    assert m["student"]["mini_epoch"] == 5
+    assert json.loads((run / "checkpoints" / "state.json").read_text())["mini_epoch"] == 5
 
 
 def test_teacher_callbacks_and_csv_on_resume(tmp_path, fer_records):  # noqa: F811
