@@ -258,3 +258,16 @@ def test_shared_tags_and_hparams_in_both_trainers(tmp_path, fer_records):  # noq
     assert seen["s_hp"]["mini_epochs"] == 2 and seen["s_hp"]["loss"] == "hot-cross-ent"
     assert seen["t_hp"]["arch"] == "senet50-ferplus" and seen["t_hp"]["batch_size"] == 16
     assert seen["t_hp"]["learning_rates"] == "[0.01]"
+
+
+def test_csv_log_only_on_the_chief():
+    """--csv-log's CSVLogger is left out of a non-chief worker's list (one writer per file);
+    a user's callbacks run everywhere, as in Keras."""
+    import keras
+    from tf_cme.training.callbacks import callback_list, cli_callbacks
+    user = keras.callbacks.Callback()
+    cbs = cli_callbacks("log.csv", None, "RUN") + [user]
+    assert isinstance(cbs[0], keras.callbacks.CSVLogger)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    assert callback_list(cbs, model, epochs=1, steps=1, chief=True).callbacks == cbs
+    assert callback_list(cbs, model, epochs=1, steps=1, chief=False).callbacks == [user]

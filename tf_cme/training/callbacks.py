@@ -88,17 +88,22 @@ def cli_callbacks(csv_log: str | None, profile_batch: str | None, run_dir) -> li
     out = []
     if csv_log:
         Path(csv_log).parent.mkdir(parents=True, exist_ok=True)
-        out.append(keras.callbacks.CSVLogger(str(csv_log), append=True))
+        csv_logger = keras.callbacks.CSVLogger(str(csv_log), append=True)
+        csv_logger.cme_chief_only = True      # one writer of FILE (student: the chief)
+        out.append(csv_logger)
     span = parse_profile_batch(profile_batch)
     if span:
         out.append(Profiler(Path(run_dir) / "tensorboard" / tags.TRAIN_DIR, *span))
     return out
 
 
-def callback_list(callbacks, model, *, epochs: int, steps: int):
-    """The trainer's :class:`keras.callbacks.CallbackList` (no History, no progress bar)."""
+def callback_list(callbacks, model, *, epochs: int, steps: int, chief: bool = True):
+    """The trainer's :class:`keras.callbacks.CallbackList` (no History, no progress bar);
+    on a non-chief worker without the callbacks marked ``cme_chief_only`` (``--csv-log``'s,
+    so that several workers do not append to one file)."""
     import keras
-    return keras.callbacks.CallbackList(list(callbacks or []), add_history=False,
+    callbacks = [c for c in (callbacks or []) if chief or not getattr(c, "cme_chief_only", False)]
+    return keras.callbacks.CallbackList(callbacks, add_history=False,
                                         add_progbar=False, model=model, verbose=0,
                                         epochs=epochs, steps=steps)
 

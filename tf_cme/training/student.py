@@ -493,7 +493,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         bar.update(start)
     keep = {int(k) for k in cfg.keep_epochs}
     t0 = time.time()
-    hooks = callback_list(callbacks, distiller, epochs=cfg.mini_epochs, steps=steps)
+    hooks = callback_list(callbacks, distiller, epochs=cfg.mini_epochs, steps=steps,
+                          chief=chief)
     hooks.on_train_begin()
     for e in bar:
         lr = float(lrs[e - 1])
