@@ -38,9 +38,17 @@ def test_losses():
 
 
 def _checkpoint(run):
-    ck = np.load(run / "checkpoints/last.npz")
-    state = json.loads(bytes(ck["state"]).decode())
-    return state, {n: ck[f"w{i}"] for i, n in enumerate(state["weight_names"])}
+    """(state.json, {weight path: value}) of the run's last checkpoint (tf.train.Checkpoint
+    of the model and the optimizer, read into a fresh model of the run's config)."""
+    import tensorflow as tf
+    from tf_cme import config as config_lib
+    from tf_cme.training.teacher import TeacherTrainConfig, build_teacher
+    state = json.loads((run / "checkpoints/state.json").read_text())
+    cfg = config_lib.from_dict(TeacherTrainConfig, json.loads((run / "config.json").read_text()))
+    model = build_teacher(cfg)
+    tf.train.Checkpoint(model=model).read(str(run / "checkpoints" / state["prefix"])) \
+        .expect_partial().assert_existing_objects_matched()
+    return state, {w.path: np.asarray(w) for w in model.weights}
 
 
 def test_train_resume_evaluate(tmp_path, fer_records):

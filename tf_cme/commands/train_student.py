@@ -68,6 +68,13 @@ def main() -> int:
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out shards that fail their checks (CRC, size, record count), "
                         "listed in metrics.json skipped_corrupt_shards, instead of failing")
+    p.add_argument("--csv-log", metavar="FILE",
+                   help="append one CSV row per mini-epoch (keras.callbacks.CSVLogger: epoch, "
+                        "the logged metrics, learning_rate, val_*); a resumed run continues it")
+    p.add_argument("--profile-batch", metavar="N[,M]",
+                   help="profile training batches N..M of this call (counted from 1) with the "
+                        "TensorFlow profiler into RUN/tensorboard/train (TensorBoard's "
+                        "profile tab)")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "width": args.width,
@@ -84,10 +91,14 @@ def main() -> int:
     if cfg.teacher:
         require_path(cfg.teacher, "teacher")
     check_output_dir(args.out)
+    from tf_cme.training.callbacks import parse_profile_batch
+    parse_profile_batch(args.profile_batch)
 
     from tf_cme.training.student import train
+    from tf_cme.training.callbacks import cli_callbacks
     metrics = train(cfg, args.out, allow_changed=args.allow_changed,
-                    skip_corrupt=args.skip_corrupt)
+                    skip_corrupt=args.skip_corrupt,
+                    callbacks=cli_callbacks(args.csv_log, args.profile_batch, args.out))
     if metrics.get("skipped_corrupt_shards"):
         print(f"skipped corrupt shards: {', '.join(metrics['skipped_corrupt_shards'])}")
     st = metrics.get("student", {})

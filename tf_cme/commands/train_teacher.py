@@ -1,6 +1,7 @@
 """Fine-tune a FER+ teacher (protocol §4.2) into a run folder; re-running resumes.
 
-Writes RUN/config.json, RUN/checkpoints/last.npz (every epoch, atomic), RUN/tensorboard/,
+Writes RUN/config.json, RUN/checkpoints/ (tf.train.Checkpoint every epoch, the last two kept;
+state.json atomic), RUN/tensorboard/,
 RUN/model.keras (the best epoch on val) and RUN/metrics.json.
 
 Examples:
@@ -50,6 +51,13 @@ def main() -> int:
     p.add_argument("--skip-corrupt", action="store_true",
                    help="leave out shards that fail their checks (CRC, size, record count), "
                         "listed in metrics.json skipped_corrupt_shards, instead of failing")
+    p.add_argument("--csv-log", metavar="FILE",
+                   help="append one CSV row per epoch (keras.callbacks.CSVLogger: epoch, "
+                        "the logged metrics, learning_rate, val_*); a resumed run continues it")
+    p.add_argument("--profile-batch", metavar="N[,M]",
+                   help="profile training batches N..M of this call (counted from 1) with the "
+                        "TensorFlow profiler into RUN/tensorboard/train (TensorBoard's "
+                        "profile tab)")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {"records": args.records, "arch": args.arch, "width": args.width,
@@ -65,10 +73,14 @@ def main() -> int:
     if cfg.init:
         require_path(cfg.init, "init")
     check_output_dir(args.out)
+    from tf_cme.training.callbacks import parse_profile_batch
+    parse_profile_batch(args.profile_batch)
 
     from tf_cme.training.teacher import train
+    from tf_cme.training.callbacks import cli_callbacks
     m = train(cfg, args.out, max_epochs=args.max_epochs,
-              allow_changed=args.allow_changed, skip_corrupt=args.skip_corrupt)
+              allow_changed=args.allow_changed, skip_corrupt=args.skip_corrupt,
+              callbacks=cli_callbacks(args.csv_log, args.profile_batch, args.out))
     if m["skipped_corrupt_shards"]:
         print(f"skipped corrupt shards: {', '.join(m['skipped_corrupt_shards'])}")
     print(f"best epoch {m['best_epoch']}: val accuracy {m['best_val_accuracy']:.4f} "

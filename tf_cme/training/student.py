@@ -13,8 +13,11 @@
   ``metrics.json`` ``validation``), with fresh random crops seeded by :func:`val_seed`
   (``e``) and test-mode BN;
 - then writes a checkpoint (``checkpoints/ckpt-<e>``, then ``checkpoints/state.json``,
-  atomically) and TensorBoard summaries (``tensorboard/``: every metric under
-  ``train/`` and ``val/``, ``learning_rate``, and spectrogram images of a few crops);
+  atomically) and TensorBoard summaries (:mod:`tf_cme.training.summaries`, the tags of
+  :mod:`tf_cme.training.tags` shared with the teacher: every metric as ``epoch_<name>``
+  in ``tensorboard/train`` and ``tensorboard/validation``, ``epoch_accuracy`` = 1 -
+  top-1 error, ``epoch_learning_rate``, spectrogram images of a few crops as ``inputs``,
+  and the run's config as hparams);
   the last two checkpoints are kept, and those of the mini-epochs in ``keep_epochs``
   (280, the released model of the original) for good.
 
@@ -40,7 +43,6 @@ global batch. Non-chief workers write their checkpoints to a scratch folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -52,11 +54,10 @@ import numpy as np
 from .. import emotions
 from ..metrics import contract
 from ..runs import Run
-from ..utils import CmeError, progress, write_json
+from ..utils import CmeError, progress
 
 from ..audio.constants import TRAIN_CROP_SAMPLES  # noqa: E402
 
-STATE = "state.json"
 
 # Keys that may differ when a run resumes: more (or fewer) mini-epochs continue the same
 # schedule's draws; how many images are logged and whether the records are re-scanned
@@ -233,38 +234,16 @@ def _worker_dir(run: Run, strategy) -> Path:
 
 
 def _read_state(ckdir: Path) -> dict:
-    path = ckdir / STATE
-    if not path.exists():
-        return {"mini_epoch": 0}
-    with open(path) as f:
-        return json.load(f)
+    from .checkpoints import read_state
+    return read_state(ckdir) or {"mini_epoch": 0}
 
 
-class _Summaries:
-    def __init__(self, logdir: Path, enabled: bool):
-        import tensorflow as tf
-        self.writer = tf.summary.create_file_writer(str(logdir)) if enabled else None
-
-    def scalars(self, prefix: str, logs: dict, step: int):
-        if self.writer is None:
-            return
-        import tensorflow as tf
-        with self.writer.as_default():
-            for k, v in logs.items():
-                tf.summary.scalar(f"{prefix}{k}", float(v), step=step)
-        self.writer.flush()
-
-    def images(self, name: str, spec: np.ndarray, step: int):
-        if self.writer is None or spec is None:
-            return
-        import tensorflow as tf
-        img = spec[:, :, :, :1]                              # [k, 512, T, 1]
-        lo, hi = img.min(axis=(1, 2, 3), keepdims=True), img.max(axis=(1, 2, 3), keepdims=True)
-        img = (img - lo) / np.maximum(hi - lo, 1e-6)
-        img = img[:, ::-1]                                   # low frequencies at the bottom
-        with self.writer.as_default():
-            tf.summary.image(name, img, step=step, max_outputs=img.shape[0])
-        self.writer.flush()
+def _spectrogram_images(spec: np.ndarray) -> np.ndarray:
+    """Spectrograms ``[k, 512, T, C]`` as images in [0, 1], low frequencies at the bottom."""
+    img = spec[:, :, :, :1]                              # [k, 512, T, 1]
+    lo, hi = img.min(axis=(1, 2, 3), keepdims=True), img.max(axis=(1, 2, 3), keepdims=True)
+    img = (img - lo) / np.maximum(hi - lo, 1e-6)
+    return img[:, ::-1]
 
 
 def default_dataset_fn(cfg: StudentTrainConfig, image_size: int | None = None,
@@ -332,9 +311,8 @@ def _save_student(student, path, origin: dict | None = None) -> Path:
 
 def checkpoint_epochs(run_dir) -> list[int]:
     """The mini-epochs whose checkpoints ``RUN/checkpoints`` holds, in order."""
-    ckdir = Run(Path(run_dir)).checkpoints
-    found = (p.name[len("ckpt-"):-len(".index")] for p in ckdir.glob("ckpt-*.index"))
-    return sorted(int(n) for n in found if n.isdigit())
+    from .checkpoints import saved
+    return saved(Run(Path(run_dir)).checkpoints)
 
 
 def epoch_model(run_dir, epoch: int) -> Path:
@@ -401,7 +379,7 @@ def _provenance(cfg: StudentTrainConfig, digest: str | None) -> dict:
 def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = None,
           sizes: dict | None = None, strategy=None, save_model: bool = True,
           return_student: bool = False, allow_changed: bool = False,
-          skip_corrupt: bool = False):
+          skip_corrupt: bool = False, callbacks=None):
     """Distil a student into the run folder ``run_dir`` (resuming if it has checkpoints).
 
     A run folder that holds a checkpoint resumes only with the same resolved config and the
@@ -413,6 +391,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     The shards of the splits read are checked (CRCs) first: a corrupt one is a CmeError
     naming it, or with ``skip_corrupt`` is left out and listed in the metrics'
     ``skipped_corrupt_shards``.
+    ``callbacks``: Keras callbacks (:mod:`tf_cme.training.callbacks`): train begin/end once
+    per call, epoch begin/end per mini-epoch (epoch ``e - 1``; the logs of ``fit`` and
+    ``learning_rate``), batch hooks per step.
     """
     _validate(cfg)
     if strategy is None:
@@ -421,6 +402,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     import keras
     import tensorflow as tf
     from .. import config as config_lib
+    from . import checkpoints
+    from .callbacks import FitHooks, callback_list
+    from .summaries import Summaries
     from .distiller import Distiller
     from .optim import set_learning_rate, sgd
 
@@ -487,7 +471,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
     state = _read_state(run.checkpoints)
     start = int(state["mini_epoch"])
     if start > 0:
-        ckpt.read(str(run.checkpoints / state["prefix"])).assert_existing_objects_matched()
+        checkpoints.restore(ckpt, run.checkpoints, state)
     if start >= cfg.mini_epochs and run.model_path.exists():
         return (run.metrics(), student) if return_student else run.metrics()
     if dataset_fn is None:
@@ -500,7 +484,8 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         dataset_fn = default_dataset_fn(cfg, image_size=teacher.input_size if teacher else None,
                                         val_subset=val_subset, skip_corrupt=skip_corrupt)
 
-    summaries = _Summaries(run.tensorboard, enabled=chief)
+    summaries = Summaries(run.tensorboard, enabled=chief)
+    summaries.hparams(config_lib.to_dict(cfg), trial=run.path.name)
     history: dict = {}
     bar = progress(range(start + 1, cfg.mini_epochs + 1), total=cfg.mini_epochs,
                    desc="distilling", unit="mini-epoch")
@@ -508,6 +493,9 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         bar.update(start)
     keep = {int(k) for k in cfg.keep_epochs}
     t0 = time.time()
+    hooks = callback_list(callbacks, distiller, epochs=cfg.mini_epochs, steps=steps,
+                          chief=chief)
+    hooks.on_train_begin()
     for e in bar:
         lr = float(lrs[e - 1])
         set_learning_rate(distiller.optimizer, lr)  # MatConvNet: lr after momentum
@@ -519,32 +507,28 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         with naming_corrupt_shards(cfg.records if default_data else None, None, skipped):
             hist = distiller.fit(ds, epochs=e, initial_epoch=e - 1, verbose=0,
                                  steps_per_epoch=steps, validation_data=val_ds,
-                                 validation_steps=val_steps or None, shuffle=False)
+                                 validation_steps=val_steps or None, shuffle=False,
+                                 callbacks=[FitHooks(hooks, {"learning_rate": lr})])
         logs = {k: float(v[-1]) for k, v in hist.history.items()}
         train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
         val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
-        summaries.scalars("train/", train_logs, e)
-        summaries.scalars("val/", val_logs, e)
-        summaries.scalars("", {"learning_rate": lr}, e)
+        summaries.epoch(e, train_logs, val_logs, learning_rate=lr)
         if cfg.images and chief and (e == start + 1 or e % 10 == 0 or e == cfg.mini_epochs):
             x, _ = next(iter(dataset_fn(cfg.train_split, train_seed(cfg, e), True)))
             spec = student.get_layer("spectrogram")(x[: cfg.images], training=False)
-            summaries.images("spectrogram", np.asarray(spec), e)
+            summaries.images(_spectrogram_images(np.asarray(spec)), e)
         # checkpoint: files first, then the state (atomic), then prune all but the last
         # two and those of keep_epochs
-        prefix = f"ckpt-{e}"
-        ckpt.write(str(ckdir / prefix))
-        if chief:
-            write_json(ckdir / STATE, {"mini_epoch": e, "prefix": prefix, "learning_rate": lr,
-                                       "train": train_logs, "val": val_logs})
-            for old in ckdir.glob("ckpt-*"):
-                n = old.name.split(".")[0].split("-")[1]
-                if n.isdigit() and int(n) < e - 1 and int(n) not in keep:
-                    old.unlink()
+        checkpoints.save(ckpt, ckdir, e, {"mini_epoch": e, "learning_rate": lr,
+                                          "train": train_logs, "val": val_logs},
+                         keep=keep, chief=chief)
         history = {"mini_epoch": e, "train": train_logs, "val": val_logs}
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{train_logs.get('loss', float('nan')):.4f}",
                             err=f"{train_logs.get('top1_error', float('nan')):.3f}")
+        if distiller.stop_training:      # a callback (EarlyStopping, ...) asked to stop
+            break
+    hooks.on_train_end(history.get("train"))
     elapsed = time.time() - t0
     metrics = {}
     if chief:

@@ -15,15 +15,17 @@
   (:func:`tf_cme.data.pipelines.faces_dataset`: the flip, and the affine as ``y["affine"]``);
   the model subtracts its mean and resamples once, the affine included
   (:func:`tf_cme.models.teacher.forward`, protocol §4.2).
-- The distribution strategy comes from the environment; TensorBoard (loss, accuracy,
-  per-class recall, learning rate, sample images); an atomic epoch checkpoint (weights,
-  optimizer state, epoch, best so far) that a re-run resumes from; the best epoch on
-  val (accuracy, i.e. MatConvNet's ``classerror``) is kept as ``RUN/model.keras``.
+- The distribution strategy comes from the environment; TensorBoard
+  (:mod:`tf_cme.training.summaries`: loss, accuracy, per-class recall, learning rate,
+  sample images under the tags shared with the student, the config as hparams); an epoch
+  checkpoint (:mod:`tf_cme.training.checkpoints`: weights, optimizer state, then
+  ``state.json`` with epoch, best so far, history) that a re-run resumes from; the best
+  epoch on val (accuracy, i.e. MatConvNet's ``classerror``) is kept as ``RUN/model.keras``.
+  User Keras callbacks are driven from the loop (:mod:`tf_cme.training.callbacks`).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -34,12 +36,12 @@ from .. import emotions, provenance
 from ..metrics import contract
 from ..metrics.classification import confusion_matrix, recall_per_class
 from ..runs import Run
-from ..utils import CmeError, atomic_path, progress
+from ..utils import CmeError, progress
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("softmaxlog", "distributions")
-CHECKPOINT = "last.npz"
+OLD_CHECKPOINT = "last.npz"        # before tf.train.Checkpoint (refused, named)
 # config keys that may differ on resume: the schedule's length, what is logged, and paths
 # whose contents are compared through their digests (records, init)
 MAY_CHANGE = frozenset({"epochs_per_rate", "sample_images", "records", "init"})
@@ -152,38 +154,14 @@ def copy_weights_by_name(src, dst, source="init") -> dict:
 
 # ------------------------------------------------------------------------------ checkpoints
 
-def _opt_variables(opt):
-    return list(opt.variables)
-
-
-def save_checkpoint(path: Path, model, opt, state: dict) -> None:
-    """Weights + optimizer state + ``state`` (epoch, best, history) in one atomic .npz."""
-    arrays = {f"w{i}": np.asarray(v) for i, v in enumerate(model.get_weights())}
-    state = {**state, "weight_names": [w.path for w in model.weights]}
-    arrays.update({f"o{i}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-                   for i, v in enumerate(_opt_variables(opt))})
-    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def load_checkpoint(path: Path, model, opt) -> dict:
-    try:
-        data = np.load(path)
-        state = json.loads(bytes(data["state"]).decode())
-        names = [w.path for w in model.weights]
-        if state.get("weight_names", names) != names:
-            raise ValueError("its weights are not this model's (another arch or width?)")
-        n_w = len(model.get_weights())
-        model.set_weights([data[f"w{i}"] for i in range(n_w)])
-        ov = _opt_variables(opt)
-        for i, v in enumerate(ov):
-            v.assign(data[f"o{i}"])
-    except (KeyError, ValueError, OSError) as e:
-        raise CmeError(f"{path}: unreadable or incompatible checkpoint ({e}); delete it to "
-                       f"start over") from None
-    return state
+def _old_checkpoint(run: Run) -> None:
+    """CmeError for a run folder holding the .npz checkpoint of an older tf-cme (weights and
+    optimizer variables by index), which this version does not read."""
+    old = run.checkpoints / OLD_CHECKPOINT
+    if old.exists():
+        raise CmeError(f"{old}: a teacher checkpoint written by an older tf-cme (weights by "
+                       f"index in .npz), which this version does not resume; start a new "
+                       f"--out (or delete {run.checkpoints} to train this run from scratch)")
 
 
 def make_predict_fn(model):
@@ -224,7 +202,8 @@ def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
 
 
 def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
-          allow_changed: bool = False, skip_corrupt: bool = False) -> dict:
+          allow_changed: bool = False, skip_corrupt: bool = False,
+          callbacks=None) -> dict:
     """Train (or resume) a teacher into ``run_dir``. ``max_epochs`` stops after that many
     epochs in this call (tests use it to simulate an interruption). Returns metrics.
 
@@ -233,7 +212,11 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     (:meth:`tf_cme.runs.Run.start_or_resume`); only :data:`MAY_CHANGE` may differ unless
     ``allow_changed``. Every shard of the train and val splits is checked (CRCs) first:
     a corrupt one is a CmeError naming it, or with ``skip_corrupt`` is left out and listed
-    in the metrics' ``skipped_corrupt_shards``."""
+    in the metrics' ``skipped_corrupt_shards``.
+    ``callbacks``: Keras callbacks (:mod:`tf_cme.training.callbacks`) driven from the loop:
+    train begin/end once per call, epoch begin/end per epoch (0-based; logs ``loss``,
+    ``accuracy``, ``learning_rate``, ``val_loss``, ``val_accuracy``, ``val_mean_recall``,
+    ``val_recall_<emotion>``), batch begin/end per step (logs ``loss``)."""
     import keras
     import tensorflow as tf
 
@@ -243,7 +226,9 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     from ..data.pipelines import faces_dataset, named_iteration, skipped_shards
     from ..models.io import save_model
     from ..models.teacher import forward as teacher_forward
-    from . import optim, strategy as strategy_lib
+    from . import checkpoints, optim, strategy as strategy_lib
+    from .callbacks import callback_list
+    from .summaries import Summaries
 
     loss_name = cfg.resolved_loss()
     schedule = cfg.schedule()
@@ -253,7 +238,8 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             raise CmeError(f"{cfg.records}: no {split!r} split")
     skipped = skipped_shards(cfg.records, ["train", cfg.val_split], skip_corrupt)
     run = Run.create(run_dir)
-    ckpt_path = run.checkpoints / CHECKPOINT
+    _old_checkpoint(run)
+    saved_state = checkpoints.read_state(run.checkpoints)
     sources = {"records": records_lib.manifest_digest(cfg.records)}
     # where the saved weights come from (tf_cme.provenance): the records, whatever the init
     origin = {"provenance": provenance.trained(manifest, sources["records"]),
@@ -263,7 +249,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         from ..models.importers import sha256
         sources["init"] = sha256(cfg.init) if Path(cfg.init).is_file() else None
     run.start_or_resume(config_lib.to_dict(cfg), sources=sources, may_change=MAY_CHANGE,
-                        started=ckpt_path.exists(), override=allow_changed)
+                        started=saved_state is not None, override=allow_changed)
     run.save_config(cfg)
 
     strategy = strategy_lib.from_environment()
@@ -272,6 +258,7 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         model = build_teacher(cfg)
         opt = optim.sgd(schedule[0], momentum=cfg.momentum)
         opt.build(model.trainable_variables)
+        ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
     variables = model.trainable_variables
     mults = {}
     for v in variables:
@@ -279,10 +266,17 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                         else cfg.backbone_lr_mult)
     decayed = {id(v) for v in variables if v.path.endswith("/kernel")}
     state = {"epoch": 0, "best_epoch": None, "best_val_accuracy": -1.0, "history": []}
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, model, opt)
+    if saved_state is not None:
+        try:
+            checkpoints.restore(ckpt, run.checkpoints, saved_state)
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise CmeError(f"{run.checkpoints / saved_state['prefix']}: unreadable or "
+                           f"incompatible checkpoint ({str(e).splitlines()[0][:200]}); "
+                           f"another arch or width? start a new --out") from None
+        state = {k: v for k, v in saved_state.items() if k != "prefix"}
         log.info("resuming %s after epoch %d", run.path, state["epoch"])
-        print(f"resuming from {ckpt_path} (epoch {state['epoch']} done)")
+        print(f"resuming from {run.checkpoints / saved_state['prefix']} "
+              f"(epoch {state['epoch']} done)")
 
     n_train = int(manifest["splits"]["train"]["examples"]) - sum(
         int(s["examples"]) for s in manifest["shards"] if s["file"] in skipped
@@ -314,15 +308,20 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                 strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
 
     predict_fn = make_predict_fn(model)
-    writer = tf.summary.create_file_writer(str(run.tensorboard))
+    summaries = Summaries(run.tensorboard)
+    summaries.hparams(config_lib.to_dict(cfg), trial=run.path.name)
     epochs_run = 0
     t_start = time.time()
+    model.stop_training = False           # set by callbacks (EarlyStopping), as fit does
+    hooks = callback_list(callbacks, model, epochs=len(schedule), steps=steps)
+    hooks.on_train_begin()
     while state["epoch"] < len(schedule):
         if max_epochs is not None and epochs_run >= max_epochs:
             break
         epoch = state["epoch"]            # 0-based index of the epoch to run
         lr = schedule[epoch]
         optim.set_learning_rate(opt, lr)  # MatConvNet: lr after momentum
+        hooks.on_epoch_begin(epoch)
         ds = faces_dataset(cfg.records, "train", batch_size=cfg.batch_size, training=True,
                            seed=cfg.seed * 1000 + epoch, augment=_augment_mode(cfg), repeat=True,
                            shuffle_buffer=cfg.shuffle_buffer,
@@ -334,11 +333,10 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         for i, (images, y) in enumerate(named_iteration(dist, cfg.records, "train", skipped)):
             if i == 0 and epoch == 0 and cfg.sample_images:
                 local = strategy.experimental_local_results(images)[0]
-                with writer.as_default():
-                    tf.summary.image("train/samples", _image_grid(local.numpy(),
-                                                                  cfg.sample_images),
-                                     step=0, max_outputs=cfg.sample_images)
+                summaries.images(_image_grid(local.numpy(), cfg.sample_images), step=0)
+            hooks.on_train_batch_begin(i)
             loss, correct = train_step(images, y)
+            hooks.on_train_batch_end(i, {"loss": float(loss)})
             tot_loss += float(loss)
             tot_correct += float(correct)
             seen += global_batch
@@ -360,16 +358,17 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                "train_accuracy": tot_correct / max(1, seen), "val_loss": val_loss,
                "val_accuracy": val_acc, "train_seconds": round(train_time, 2),
                "images_per_second": round(seen / max(train_time, 1e-9), 1)}
-        with writer.as_default():
-            for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
-                tf.summary.scalar(k.replace("_", "/", 1), row[k], step=epoch + 1)
-            for name, r in recall.items():
-                if r is not None:
-                    tf.summary.scalar(f"val_recall/{name}", r, step=epoch + 1)
-        writer.flush()
+        known = [r for r in recall.values() if r is not None]
+        train_logs = {"loss": row["train_loss"], "accuracy": row["train_accuracy"]}
+        val_logs = {"loss": val_loss, "accuracy": val_acc,
+                    "mean_recall": float(np.mean(known)) if known else None,
+                    **{f"recall_{n}": r for n, r in recall.items()}}
+        summaries.epoch(epoch + 1, train_logs, val_logs, learning_rate=lr)
         print(f"epoch {epoch + 1}/{len(schedule)} lr {lr:g}: train loss {row['train_loss']:.4f}"
               f" acc {row['train_accuracy']:.4f}, val loss {val_loss:.4f} acc {val_acc:.4f}"
               f" ({row['images_per_second']:.0f} img/s)", flush=True)
+        hooks.on_epoch_end(epoch, {**train_logs, "learning_rate": lr, **{
+            f"val_{k}": (np.nan if v is None else v) for k, v in val_logs.items()}})
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if val_acc > state["best_val_accuracy"]:
@@ -380,8 +379,11 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
                 "epoch": epoch + 1, "val_accuracy": val_acc, "loss": loss_name,
                 "records": str(cfg.records), "init": cfg.init or None}, **origin}
             save_model(model, run.model_path)
-        save_checkpoint(ckpt_path, model, opt, state)
+        checkpoints.save(ckpt, run.checkpoints, epoch + 1, state)
         epochs_run += 1
+        if model.stop_training:           # a callback (EarlyStopping, ...) asked to stop
+            break
+    hooks.on_train_end()
     metrics = {"best_epoch": state["best_epoch"],
                "best_val_accuracy": state["best_val_accuracy"],
                "val_recall_best_epoch": state.get("best_recall"),
