@@ -34,8 +34,9 @@ def main(mode, records, run_dir, out, kill_at=None):
     common = dict(records=records, arch="resnet50-ferplus", width=0.0625, input_size=32,
                   batch_size=16, steps_per_epoch=2, sample_images=0, backbone_lr_mult=1.0)
     if mode == "replicas":
+        # a strong weight decay, so that decay counted once per replica would show
         cfg = TeacherTrainConfig(**common, learning_rates=[0.05], epochs_per_rate=[1],
-                                 dropout=0.0, augment=False)
+                                 dropout=0.0, augment=False, weight_decay=0.05)
     else:
         cfg = TeacherTrainConfig(**common, learning_rates=[0.05, 0.01],
                                  epochs_per_rate=[1, 1])

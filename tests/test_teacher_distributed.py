@@ -53,9 +53,8 @@ def _wait(procs):
 
 
 def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
-    _wait([_train(fer_records, tmp_path / "one", tmp_path / "one.npz")])
-    _wait([_train(fer_records, tmp_path / "two", tmp_path / "two.npz",
-                  TF_CME_CPU_REPLICAS="2")])
+    _wait([_train(fer_records, tmp_path / "one", tmp_path / "one.npz"),       # side by side
+           _train(fer_records, tmp_path / "two", tmp_path / "two.npz", TF_CME_CPU_REPLICAS="2")])
     from tf_cme.models import build_model
     import keras
     keras.utils.set_random_seed(0)
@@ -64,11 +63,14 @@ def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
     one, two = _weights(tmp_path / "one.npz"), _weights(tmp_path / "two.npz")
     assert len(one) == len(two) == len(init)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(one, init))
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(one, two))
-    print(f"\nteacher, 2 replicas vs 1 device after 2 steps: max |w diff| {diff:.2e} "
+    # per variable, relative to its size (BN moving variances reach ~400 here, where
+    # float32 resolves 3e-5)
+    rel = max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(a).max()))
+              for a, b in zip(one, two))
+    print(f"\nteacher, 2 replicas vs 1 device after 2 steps: max relative |w diff| {rel:.2e} "
           f"(weights moved up to {moved:.2e})")
     assert moved > 1e-3                          # the update did something
-    assert diff < 1e-4 * max(1.0, moved) + 5e-5  # global-batch loss, synchronised BN, decay once
+    assert rel < 1e-4                            # global-batch loss, synchronised BN, decay once
     run_cfg = json.loads((tmp_path / "two" / "config.json").read_text())
     assert run_cfg["batch_size"] == 16
 
@@ -91,15 +93,16 @@ def test_two_workers_end_with_identical_weights(tmp_path, fer_records):
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, fer_records):
     """Dropout and augmentation on: the checkpoint must carry every random state."""
-    _wait([_train(fer_records, tmp_path / "full", tmp_path / "full.npz", mode="resume")])
+    full = _train(fer_records, tmp_path / "full", tmp_path / "full.npz", mode="resume")
     p = _train(fer_records, tmp_path / "cut", tmp_path / "never.npz", 1, mode="resume")
     p.communicate(timeout=600)
+    _wait([full])
     assert p.returncode == -9                      # killed as epoch 2 began
     assert not (tmp_path / "never.npz").exists()
     state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1
     _wait([_train(fer_records, tmp_path / "cut", tmp_path / "resumed.npz", mode="resume")])
-    full, resumed = _weights(tmp_path / "full.npz"), _weights(tmp_path / "resumed.npz")
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(full, resumed))
+    a, b = _weights(tmp_path / "full.npz"), _weights(tmp_path / "resumed.npz")
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
     print(f"\nteacher kill -9 after epoch 1 + resume vs uninterrupted: max |w diff| {diff:.2e}")
     assert diff < 1e-5

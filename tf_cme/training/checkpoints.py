@@ -50,3 +50,12 @@ def saved(ckdir) -> list[int]:
     """The numbers of the checkpoints ``ckdir`` holds, in order."""
     found = (p.name[len("ckpt-"):-len(".index")] for p in Path(ckdir).glob("ckpt-*.index"))
     return sorted(int(k) for k in found if k.isdigit())
+
+
+def random_states(model) -> list:
+    """The seed-generator states of ``model``'s layers (dropout's random stream, as Keras
+    keeps it). ``model.variables`` lists them, but ``tf.train.Checkpoint(model=...)`` does
+    not save them; checkpoint them beside the model (``rng=random_states(model)``) so that a
+    resumed run draws the dropout masks an uninterrupted one would."""
+    return [sg.state for layer in model._flatten_layers(include_self=True)
+            for sg in getattr(layer, "_seed_generators", [])]

@@ -109,12 +109,13 @@ def per_example_loss(name: str, logits, labels, votes):
 
 # ------------------------------------------------------------------------------ model
 
-def build_teacher(cfg: TeacherTrainConfig):
+def build_teacher(cfg: TeacherTrainConfig, synchronized: bool = False):
     """The registry model, with weights from ``cfg.init`` when given (copied layer by layer
-    by name; the classifier only when its shape matches)."""
+    by name; the classifier only when its shape matches). ``synchronized``: batch
+    normalisation over the global batch of all replicas (several devices or workers)."""
     from ..models import build_model
     model = build_model(cfg.arch, width=cfg.width, input_size=cfg.input_size,
-                        dropout=cfg.dropout)
+                        dropout=cfg.dropout, **({"synchronized": True} if synchronized else {}))
     if cfg.init:
         copy_weights_by_name(load_init(cfg.init), model, source=cfg.init)
     return model
@@ -255,10 +256,13 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
     strategy = strategy_lib.from_environment()
     with strategy.scope():
         keras.utils.set_random_seed(cfg.seed)   # initial weights and dropout (protocol §4.2)
-        model = build_teacher(cfg)
+        replicas = strategy.num_replicas_in_sync
+        model = build_teacher(cfg, synchronized=replicas > 1)
         opt = optim.sgd(schedule[0], momentum=cfg.momentum)
         opt.build(model.trainable_variables)
-        ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+        # the dropout layers' random streams too: a resumed run draws the same masks
+        ckpt = tf.train.Checkpoint(model=model, optimizer=opt,
+                                   rng=checkpoints.random_states(model))
     variables = model.trainable_variables
     mults = {}
     for v in variables:
@@ -294,7 +298,9 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
             loss = tf.nn.compute_average_loss(per_ex, global_batch_size=global_batch)
         grads = tape.gradient(loss, variables)
         grads = optim.matconvnet_gradients(
-            grads, variables, cfg.weight_decay, lr_multiplier=lambda v: mults[id(v)],
+            # the decay term is added on every replica and the replicas' gradients are
+            # summed: each adds its share, so the decay counts once (as in the Distiller)
+            grads, variables, cfg.weight_decay / replicas, lr_multiplier=lambda v: mults[id(v)],
             decay_filter=lambda v: id(v) in decayed)
         opt.apply_gradients(zip(grads, variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
