@@ -66,6 +66,9 @@ def test_flags_types_defaults_and_precedence():
      "--shard-size"),
     ("build-records external", "tf_cme.data.external:ExternalBuildConfig", "layout",
      "--layout"),
+    ("train-student", "tf_cme.training.student:StudentTrainConfig", "mini_epochs",
+     "--mini-epochs"),
+    ("train-teacher", "tf_cme.training.teacher:TeacherTrainConfig", "arch", "--arch"),
 ])
 def test_command_help_shows_the_dataclass_default(command, cls, field, flag):
     import importlib

@@ -92,7 +92,7 @@ def _weights(model):
 
 def test_keep_epochs_survive_resume_and_load_with_epoch(tmp_path, records, monkeypatch, capsys):
     from tf_cme.models.io import load_model
-    from tf_cme.runs import Run
+    from tf_cme.training.student import run_model
     from tf_cme.training import student
     from tf_cme.utils import CmeError
     run = tmp_path / "run"
@@ -104,7 +104,7 @@ def test_keep_epochs_survive_resume_and_load_with_epoch(tmp_path, records, monke
     # resumed to 4 mini-epochs: ckpt-1 is pruned, ckpt-2 is kept (old code: pruned too)
     student.train(dataclasses.replace(cfg, mini_epochs=4), run, **kw)
     assert student.checkpoint_epochs(run) == [2, 3, 4]
-    path = Run.open(run).require_model(2)
+    path = run_model(run, 2)
     assert path == run / "epochs" / "model-2.keras"
     loaded = _weights(load_model(path))
     assert loaded.keys() == saved.keys()
@@ -115,7 +115,7 @@ def test_keep_epochs_survive_resume_and_load_with_epoch(tmp_path, records, monke
     assert any(not np.array_equal(a, b) for n in last for a, b in zip(last[n], saved[n]))
     with pytest.raises(CmeError, match=r"run: no checkpoint of mini-epoch 5; the run holds "
                                        r"mini-epoch\(s\) 2, 3, 4"):
-        Run.open(run).require_model(5)
+        run_model(run, 5)
 
     # the commands: evaluate_student.py and export_model.py --epoch 2 use that model
     from tf_cme.commands import evaluate_student, export_model
@@ -141,12 +141,12 @@ def test_keep_epochs_survive_resume_and_load_with_epoch(tmp_path, records, monke
 
 
 def test_epoch_of_a_run_that_is_not_a_student(tmp_path):
-    from tf_cme.runs import Run
+    from tf_cme.training.student import run_model
     from tf_cme.utils import CmeError
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "config.json").write_text(json.dumps({"lr_classifier_mult": 1}))
     with pytest.raises(CmeError, match="teacher: not a student run"):
-        Run.open(tmp_path / "teacher").require_model(280)
+        run_model(tmp_path / "teacher", 280)
 
 
 def test_keep_epochs_option(tmp_path):

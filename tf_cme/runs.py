@@ -92,13 +92,9 @@ class Run:
         write_json(self.metrics_path, data)
         return data
 
-    def require_model(self, epoch: int | None = None) -> Path:
-        """``RUN/model.keras``, or with ``epoch`` the student of that mini-epoch's kept
-        checkpoint (:func:`tf_cme.training.student.epoch_model`): the one loader of
-        ``evaluate_student.py`` and ``export_model.py``."""
-        if epoch is not None:
-            from .training.student import epoch_model
-            return epoch_model(self.path, epoch)
+    def require_model(self) -> Path:
+        """``RUN/model.keras`` (a student's kept mini-epoch: :func:`tf_cme.training.student.
+        run_model`)."""
         if not self.model_path.exists():
             raise CmeError(
                 f"{self.path}: no model.keras: the run has not finished training "

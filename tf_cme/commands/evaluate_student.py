@@ -60,10 +60,10 @@ def main() -> int:
     run = Path(args.run)
     model = run
     if args.epoch is not None:
-        from tf_cme.runs import Run
         if run.suffix == ".keras":
             p.error("--epoch needs a run folder, not a .keras file")
-        model = Run.open(run).require_model(args.epoch)
+        from tf_cme.training.student import run_model
+        model = run_model(run, args.epoch)
     default = "eval" if args.epoch is None else f"eval-epoch-{args.epoch}"
     out = Path(args.out) if args.out else (run.parent if run.suffix == ".keras" else run) / default
     metrics = student_eval.evaluate(model, args.records, out, cfg,

@@ -70,7 +70,8 @@ def main() -> int:
     if args.tflite:
         from tf_cme.serving import tflite
         out = Path(args.out or run.export) / "tflite"
-        res = tflite.export_tflite(run.require_model(args.epoch), out,
+        from tf_cme.training.student import run_model
+        res = tflite.export_tflite(run_model(run.path, args.epoch), out,
                                    windows=args.tflite_window or (tflite.DEFAULT_WINDOW_S,))
         for f in res["files"]:
             print(f"wrote {out / f['file']} ({f['bytes'] / 1e6:.2f} MB, {f['quantization']}; "

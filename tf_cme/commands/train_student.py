@@ -38,29 +38,16 @@ from tf_cme.training.student import StudentTrainConfig
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", help="labelled emovox record set (default: config 'records')")
     p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
-    p.add_argument("--width", type=float, help="channel multiplier of the student (1.0)")
-    p.add_argument("--mini-epochs", type=int, help="number of mini-epochs (300)")
-    p.add_argument("--batch-size", type=int, help="global batch size (64)")
-    p.add_argument("--crop-samples", type=int,
-                   help="training crop in samples at 16 kHz (64384 = 4.024 s = 400 frames)")
-    p.add_argument("--epoch-fraction", type=float,
-                   help="share of the training tracks per mini-epoch (0.05)")
+    flags = config.add_field_args(
+        p, StudentTrainConfig, ["records", "width", "mini_epochs", "batch_size", "crop_samples",
+                                "epoch_fraction", "loss", "seed", "mixed_precision", "teacher",
+                                "keep_epochs"],
+        teacher={"metavar": "PATH.keras"}, keep_epochs={"metavar": "E1,E2"})
+    d = StudentTrainConfig()
     p.add_argument("--lr", type=float, nargs=2, metavar=("START", "END"),
-                   help="learning rates of the first and last mini-epochs (1e-4 1e-5)")
-    p.add_argument("--loss", choices=["hot-cross-ent", "euclidean", "softmaxlog"],
-                   help="distillation loss (hot-cross-ent)")
-    p.add_argument("--seed", type=int, help="random seed (0)")
-    p.add_argument("--mixed-precision", action="store_true", default=None,
-                   help="train under the mixed_float16 policy (GPUs)")
-    p.add_argument("--teacher", metavar="PATH.keras",
-                   help="online frozen teacher: targets from the teacher run on the face frames "
-                        "of each crop of --records (emovox records with frames, labelled or not) "
-                        "instead of the records' logits")
-    p.add_argument("--keep-epochs", metavar="E1,E2",
-                   help="mini-epochs whose checkpoints are kept besides the last two, for "
-                        "evaluate_student.py / export_model.py --epoch (280; '' for none)")
+                   help=f"learning rates of the first and last mini-epochs, log-spaced between "
+                        f"(config lr_start, lr_end; default: {d.lr_start:g} {d.lr_end:g})")
     p.add_argument("--allow-changed", action="store_true",
                    help="resume a run folder although its resolved config, records (manifest) "
                         "or teacher file differ from the run's; without it only "
@@ -77,11 +64,7 @@ def main() -> int:
                         "profile tab)")
     config.add_config_args(p)
     args = p.parse_args()
-    explicit = {"records": args.records, "width": args.width,
-                "mini_epochs": args.mini_epochs, "batch_size": args.batch_size,
-                "crop_samples": args.crop_samples, "epoch_fraction": args.epoch_fraction,
-                "loss": args.loss, "seed": args.seed, "mixed_precision": args.mixed_precision,
-                "teacher": args.teacher, "keep_epochs": args.keep_epochs,
+    explicit = {**config.explicit(args, flags),
                 "lr_start": args.lr[0] if args.lr else None,
                 "lr_end": args.lr[1] if args.lr else None}
     cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)

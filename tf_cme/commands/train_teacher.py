@@ -28,19 +28,11 @@ from tf_cme.utils import run_main
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", help="FER+ record set folder (default: records/ferplus)")
     p.add_argument("--out", required=True, help="run folder (created; resumed if it holds a "
                                                 "checkpoint)")
-    p.add_argument("--arch", choices=["resnet50-ferplus", "senet50-ferplus"],
-                   help="teacher architecture (default: senet50-ferplus)")
-    p.add_argument("--width", type=float, help="channel multiplier (default 1.0)")
-    p.add_argument("--input-size", type=int, help="model input size (default 224)")
-    p.add_argument("--init", help="start from this .keras (e.g. an imported VGGFace2 base); "
-                                  "random initialisation otherwise")
-    p.add_argument("--loss", choices=["auto", "softmaxlog", "distributions"],
-                   help="hard-label or vote-distribution loss (auto: distributions for "
-                        "senet, softmaxlog for resnet)")
-    p.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    flags = config.add_field_args(
+        p, TeacherTrainConfig, ["records", "arch", "width", "input_size", "init", "loss",
+                                "batch_size"])
     p.add_argument("--epochs", type=int,
                    help="shortcut: this many epochs at the first learning rate only")
     p.add_argument("--max-epochs", type=int,
@@ -60,9 +52,7 @@ def main() -> int:
                         "profile tab)")
     config.add_config_args(p)
     args = p.parse_args()
-    explicit = {"records": args.records, "arch": args.arch, "width": args.width,
-                "input_size": args.input_size, "init": args.init, "loss": args.loss,
-                "batch_size": args.batch_size}
+    explicit = config.explicit(args, flags)
     cfg = config.resolve_or_exit(TeacherTrainConfig, args, explicit=explicit)
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, learning_rates=cfg.learning_rates[:1],

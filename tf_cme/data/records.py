@@ -105,9 +105,9 @@ def add_part_args(p) -> None:
 def part_from_args(num_workers: int | None, worker_index: int | None) -> Part | None:
     """The :class:`Part` of ``--num-workers/--worker-index``, else of ``TF_CONFIG`` (every
     task it lists counts, in the order chief, worker, others:
-    :func:`tf_cme.training.strategy.cluster_task`); None: a one-host build."""
+    :func:`tf_cme.cluster.cluster_task`); None: a one-host build."""
     if num_workers is None and worker_index is None:
-        from ..training.strategy import cluster_task
+        from ..cluster import cluster_task
         try:
             found = cluster_task()
         except ValueError as e:

@@ -540,7 +540,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     from ..models import io as model_io
     from ..runs import Run
     run = Run.open(run_dir)
-    model_path = run.require_model(epoch)
+    from ..training.student import run_model
+    model_path = run_model(run.path, epoch)
     md = model_io.read_metadata(model_path)
     if calibration is not None and md.get("kind") != "student":
         raise CmeError(f"{model_path}: a calibration layer applies to the student's "

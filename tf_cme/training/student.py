@@ -47,7 +47,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 
@@ -70,31 +70,38 @@ VAL_SEED = 10_000_019
 
 @dataclasses.dataclass
 class StudentTrainConfig:
-    records: str = "records/emovox-labelled"   # labelled emovox records (with `teacher`: records with frames)
+    # Each comment is also the --help text of train_student.py's option.
+    records: str = "records/emovox-labelled"   # labelled emovox record set (with teacher: records
+                                               # with face frames)
     train_split: str = "train"
     val_split: str = "unheard"
     val_fraction: float = 0.2           # seeded random share of val_split evaluated each mini-epoch; 0: none
     width: float = 1.0                  # channel multiplier of the student
-    crop_samples: int = TRAIN_CROP_SAMPLES   # 4.024 s -> 400 frames
-    batch_size: int = 64                # the global batch
-    mini_epochs: int = 300
+    crop_samples: int = TRAIN_CROP_SAMPLES   # training crop in samples at 16 kHz (64384 = 4.024 s
+                                             # = 400 frames)
+    batch_size: int = 64                # global batch size
+    mini_epochs: int = 300              # number of mini-epochs
     epoch_fraction: float = 0.05        # share of the training tracks per mini-epoch
     lr_start: float = 1e-4
     lr_end: float = 1e-5
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    loss: str = "hot-cross-ent"         # hot-cross-ent | euclidean | softmaxlog
+    loss: Literal["hot-cross-ent", "euclidean", "softmaxlog"] = "hot-cross-ent"   # distillation loss
     temperature: float = 2.0
     agg: str = "max"                    # max | mean aggregation of the teacher logits (online: here)
     dither: bool = True
-    seed: int = 0
-    mixed_precision: bool = False       # mixed_float16 (GPU)
+    seed: int = 0                       # random seed
+    mixed_precision: bool = False       # train under the mixed_float16 policy (GPUs)
     jit_compile: bool = False           # XLA-compile the training step
-    teacher: Optional[str] = None       # online frozen teacher (.keras) on the records' face frames
+    teacher: Optional[str] = None       # online frozen teacher: targets from the teacher run on the
+                                        # face frames of each crop of --records (emovox records with
+                                        # frames, labelled or not) instead of the records' logits
     check_records: bool = True          # scan the records for bad clips before training
     images: int = 3                     # spectrogram images logged per mini-epoch
-    keep_epochs: list[int] = dataclasses.field(   # checkpoints kept besides the last two
-        default_factory=lambda: [280])            # (280: the original's released student)
+    keep_epochs: list[int] = dataclasses.field(   # mini-epochs whose checkpoints are kept
+        default_factory=lambda: [280])            # besides the last two, for evaluate_student.py /
+                                                  # export_model.py --epoch (280: the original's
+                                                  # released student; '' for none)
 
 
 def train_seed(cfg: StudentTrainConfig, e: int) -> int:
@@ -313,6 +320,13 @@ def checkpoint_epochs(run_dir) -> list[int]:
     """The mini-epochs whose checkpoints ``RUN/checkpoints`` holds, in order."""
     from .checkpoints import saved
     return saved(Run(Path(run_dir)).checkpoints)
+
+
+def run_model(run_dir, epoch: int | None = None) -> Path:
+    """``RUN/model.keras``, or with ``epoch`` the student of that mini-epoch's kept checkpoint
+    (:func:`epoch_model`): the one loader of ``evaluate_student.py`` and ``export_model.py``."""
+    run = Run.open(run_dir)
+    return run.require_model() if epoch is None else epoch_model(run.path, epoch)
 
 
 def epoch_model(run_dir, epoch: int) -> Path:

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -49,14 +50,19 @@ MAY_CHANGE = frozenset({"epochs_per_rate", "sample_images", "records", "init"})
 
 @dataclasses.dataclass
 class TeacherTrainConfig:
-    records: str = "records/ferplus"          # FER+ record set (build_records.py ferplus)
-    arch: str = "senet50-ferplus"             # registry name
+    # Each comment is also the --help text of train_teacher.py's option.
+    records: str = "records/ferplus"          # FER+ record set folder (build_records.py ferplus)
+    arch: Literal["resnet50-ferplus", "senet50-ferplus"] = "senet50-ferplus"   # teacher
+                                              # architecture (registry name)
     width: float = 1.0                        # channel multiplier
     input_size: int = 224                     # model input size
     dropout: float = 0.5
-    init: str = ""                            # .keras to start from (an imported VGGFace2 base)
-    loss: str = "auto"                        # softmaxlog | distributions | auto (by arch)
-    batch_size: int = 128
+    init: str = ""                            # start from this .keras (e.g. an imported VGGFace2
+                                              # base); '': random initialisation
+    loss: Literal["auto", "softmaxlog", "distributions"] = "auto"   # hard-label or
+                                              # vote-distribution loss (auto: distributions for
+                                              # senet, softmaxlog for resnet)
+    batch_size: int = 128                     # global batch size
     learning_rates: list[float] = dataclasses.field(
         default_factory=lambda: [0.01, 0.001, 0.0001])
     epochs_per_rate: list[int] = dataclasses.field(default_factory=lambda: [60, 60, 60])
