@@ -19,10 +19,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 # a test skipped for a missing Python package fails instead (tests/conftest.py); -rs
 # lists every other skip with its reason
-PYTEST := -m pytest -q -rs --durations=25 tests
+PYTEST := -m pytest -q -rs --durations=25 -m "not slow" tests
+PYTEST_SLOW := -m pytest -q -rs -m slow tests
 export TF_CME_STRICT_SKIPS := 1
 
-.PHONY: demo test test-tf221 bench clean install
+.PHONY: demo test test-slow test-tf221 bench clean install
 
 install: $(STAMP_TEST)
 
@@ -52,6 +53,10 @@ demo: $(STAMP_DEMO)
 ## make test: the test suite on the pinned stack (every extra the tests use is installed)
 test: $(STAMP_TEST)
 	$(PY) $(PYTEST)
+
+## make test-slow: the multi-process distribution tests (minutes each) that make test leaves out
+test-slow: $(STAMP_TEST)
+	$(PY) $(PYTEST_SLOW)
 
 ## make test-tf221: the same suite on TensorFlow 2.21 (.venv-tf221, without tensorflow-io)
 test-tf221: $(STAMP221)

@@ -52,6 +52,7 @@ def _wait(procs):
         assert p.returncode == 0, e[-3000:]
 
 
+@pytest.mark.slow      # 2.5 min: a 2-replica ResNet-50 graph on CPU (make test-slow)
 def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
     _wait([_train(fer_records, tmp_path / "one", tmp_path / "one.npz"),       # side by side
            _train(fer_records, tmp_path / "two", tmp_path / "two.npz", TF_CME_CPU_REPLICAS="2")])
@@ -75,6 +76,7 @@ def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
     assert run_cfg["batch_size"] == 16
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_identical_weights(tmp_path, fer_records):
     ports = [_free_port(), _free_port()]
     procs = []
