@@ -78,6 +78,7 @@ def test_command_help_shows_the_dataclass_default(command, cls, field, flag):
                        capture_output=True, text=True, cwd=ROOT, timeout=60,
                        env={"PYTHONPATH": str(ROOT), "COLUMNS": "1000", "PATH": "/usr/bin:/bin"})
     lines = p.stdout.splitlines()
-    i = next(i for i, ln in enumerate(lines) if ln.strip().startswith(flag))
-    text = " ".join(lines[i:i + 2])           # the help may start on the next line
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("options:"))
+    i = next(i for i, ln in enumerate(lines) if i > start and ln.strip().startswith(flag))
+    text = " ".join(" ".join(lines[i:i + 4]).split())   # help may start/wrap on the next lines
     assert f"(default: {default})" in text, text
