@@ -271,3 +271,47 @@ def test_csv_log_only_on_the_chief():
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     assert callback_list(cbs, model, epochs=1, steps=1, chief=True).callbacks == cbs
     assert callback_list(cbs, model, epochs=1, steps=1, chief=False).callbacks == [user]
+
+
+def _image_summaries(logdir) -> list:
+    """(description, [height, width]) of every tags.INPUTS image summary in ``logdir``."""
+    import tensorflow as tf
+    from tensorboard.util import tensor_util
+    from tf_cme.training import tags
+    out = []
+    for f in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        for ev in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in ev.summary.value:
+                if v.tag == tags.INPUTS:
+                    arr = tensor_util.make_ndarray(v.tensor)      # [w, h, png, png, ...]
+                    out.append((v.metadata.summary_description,
+                                [int(arr[1]), int(arr[0])]))
+    return out
+
+
+def test_input_images_as_the_models_see_them_with_their_axes(tmp_path, fer_records):  # noqa: F811
+    """Issue 15.2: teacher images after its own preprocessing (the input size, not the 48 px
+    FER+ face), spectrograms with frequency upwards, each with a note of what it shows."""
+    import _student_worker as w
+    from tf_cme.training.student import SPECTROGRAM_NOTE, train as train_student
+    from tf_cme.training.teacher import MODEL_VIEW_NOTE, TeacherTrainConfig, train
+    train(TeacherTrainConfig(records=str(fer_records), arch="resnet50-ferplus", width=WIDTH,
+                             input_size=SIZE, batch_size=16, learning_rates=[0.01],
+                             epochs_per_rate=[1], steps_per_epoch=1, sample_images=2),
+          tmp_path / "t")
+    imgs = _image_summaries(tmp_path / "t" / "tensorboard" / "train")
+    assert imgs and all(d == MODEL_VIEW_NOTE and hw == [SIZE, SIZE] for d, hw in imgs), imgs
+    train_student(w.tiny_config(mini_epochs=1), tmp_path / "s",
+                  dataset_fn=w.dataset_fn_factory(), sizes={"train": w.N, "unheard": w.N})
+    imgs = _image_summaries(tmp_path / "s" / "tensorboard" / "train")
+    assert imgs and all(d == SPECTROGRAM_NOTE and hw[0] == 512 for d, hw in imgs), imgs
+    assert "frequency upwards" in SPECTROGRAM_NOTE
+
+
+def test_spectrogram_images_put_low_frequencies_at_the_bottom():
+    import numpy as np
+    from tf_cme.training.student import _spectrogram_images
+    spec = np.zeros((1, 512, 4, 1), np.float32)
+    spec[0, 0] = 1.0                      # bin 0 (0 Hz) loud
+    img = _spectrogram_images(spec)
+    assert img[0, -1].min() == 1.0 and img[0, 0].max() == 0.0     # the last row: 0 Hz

@@ -245,6 +245,13 @@ def _read_state(ckdir: Path) -> dict:
     return read_state(ckdir) or {"mini_epoch": 0}
 
 
+#: What the student's TensorBoard images show (the tags.INPUTS description).
+SPECTROGRAM_NOTE = ("The student's input: the log-magnitude spectrogram of a training crop "
+                    "after the front end (protocol §3.1). Time runs to the right (10 ms per "
+                    "column), frequency upwards (0 Hz at the bottom, 8 kHz at the top, 512 "
+                    "bins); each image is min-max scaled on its own.")
+
+
 def _spectrogram_images(spec: np.ndarray) -> np.ndarray:
     """Spectrograms ``[k, 512, T, C]`` as images in [0, 1], low frequencies at the bottom."""
     img = spec[:, :, :, :1]                              # [k, 512, T, 1]
@@ -530,7 +537,7 @@ def train(cfg: StudentTrainConfig, run_dir, *, dataset_fn: Callable | None = Non
         if cfg.images and chief and (e == start + 1 or e % 10 == 0 or e == cfg.mini_epochs):
             x, _ = next(iter(dataset_fn(cfg.train_split, train_seed(cfg, e), True)))
             spec = student.get_layer("spectrogram")(x[: cfg.images], training=False)
-            summaries.images(_spectrogram_images(np.asarray(spec)), e)
+            summaries.images(_spectrogram_images(np.asarray(spec)), e, SPECTROGRAM_NOTE)
         # checkpoint: files first, then the state (atomic), then prune all but the last
         # two and those of keep_epochs
         checkpoints.save(ckpt, ckdir, e, {"mini_epoch": e, "learning_rate": lr,

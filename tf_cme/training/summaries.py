@@ -66,13 +66,15 @@ class Summaries:
                         tf.summary.scalar(tag_of(k), float(v), step=step)
             self.writers[d].flush()
 
-    def images(self, images: np.ndarray, step: int) -> None:
-        """:data:`tags.INPUTS`: float images ``[k, H, W, C]`` in [0, 1] (train)."""
+    def images(self, images: np.ndarray, step: int, description: str | None = None) -> None:
+        """:data:`tags.INPUTS`: float images ``[k, H, W, C]`` in [0, 1] (train), with
+        ``description`` (what the axes and the grey levels mean) shown beside them."""
         if not self.writers or images is None:
             return
         import tensorflow as tf
         with self.writers[tags.TRAIN_DIR].as_default():
-            tf.summary.image(tags.INPUTS, images, step=step, max_outputs=images.shape[0])
+            tf.summary.image(tags.INPUTS, images, step=step, max_outputs=images.shape[0],
+                             description=description)
         self.writers[tags.TRAIN_DIR].flush()
 
     def hparams(self, config: dict, trial: str) -> None:

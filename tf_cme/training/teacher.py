@@ -201,11 +201,23 @@ def predict_split(model, records_dir, split: str, batch_size: int = 256, predict
 
 # ------------------------------------------------------------------------------ training
 
-def _image_grid(images: np.ndarray, n: int) -> np.ndarray:
-    imgs = images[:n].astype(np.float32) / 255.0
-    if imgs.shape[-1] == 1:
-        imgs = np.repeat(imgs, 3, axis=-1)
-    return imgs
+#: What the teacher's TensorBoard images show (the tags.INPUTS description).
+MODEL_VIEW_NOTE = ("The teacher's input as the network sees it: the face after the model's own "
+                   "preprocessing layer (grey, mean subtracted, the affine augmentation and "
+                   "the resize to the input size in one resampling; protocol §4.2, §4.4), "
+                   "each image min-max scaled on its own.")
+
+
+def _model_view(model, images, affine, n: int) -> np.ndarray:
+    """The first ``n`` uint8 ``images`` after the model's ``preprocess`` layer (with their
+    ``affine`` augmentation), as float images in [0, 1] for TensorBoard."""
+    pre = model.get_layer("preprocess")
+    x = images[:n]
+    view = np.asarray(pre(x, affine=affine[:n]) if affine is not None else pre(x), np.float32)
+    lo = view.min(axis=(1, 2, 3), keepdims=True)
+    hi = view.max(axis=(1, 2, 3), keepdims=True)
+    view = (view - lo) / np.maximum(hi - lo, 1e-6)
+    return np.repeat(view, 3, axis=-1) if view.shape[-1] == 1 else view
 
 
 def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
@@ -345,7 +357,10 @@ def train(cfg: TeacherTrainConfig, run_dir, *, max_epochs: int | None = None,
         for i, (images, y) in enumerate(named_iteration(dist, cfg.records, "train", skipped)):
             if i == 0 and epoch == 0 and cfg.sample_images:
                 local = strategy.experimental_local_results(images)[0]
-                summaries.images(_image_grid(local.numpy(), cfg.sample_images), step=0)
+                aff = y.get("affine")
+                aff = strategy.experimental_local_results(aff)[0] if aff is not None else None
+                summaries.images(_model_view(model, local, aff, cfg.sample_images), step=0,
+                                 description=MODEL_VIEW_NOTE)
             hooks.on_train_batch_begin(i)
             loss, correct = train_step(images, y)
             hooks.on_train_batch_end(i, {"loss": float(loss)})
