@@ -21,3 +21,35 @@ def run(name: str) -> None:
         module.main()   # TensorBoard's own main exits
         return
     run_main(module.main)
+
+
+# --- what both training commands share (no TensorFlow) ---------------------------------
+def add_training_options(p, unit: str) -> None:
+    """``--skip-corrupt``, ``--csv-log`` and ``--profile-batch`` of train_student.py and
+    train_teacher.py; ``unit`` is what one CSV row is ("epoch", "mini-epoch")."""
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out shards that fail their checks (CRC, size, record count), "
+                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
+    p.add_argument("--csv-log", metavar="FILE",
+                   help=f"append one CSV row per {unit} (keras.callbacks.CSVLogger: epoch, "
+                        "the logged metrics, learning_rate, val_*); a resumed run continues it")
+    p.add_argument("--profile-batch", metavar="N[,M]",
+                   help="profile training batches N..M of this call (counted from 1) with the "
+                        "TensorFlow profiler into RUN/tensorboard/train (TensorBoard's "
+                        "profile tab)")
+
+
+def check_training_inputs(records, out, model_file, option: str, profile_batch) -> None:
+    """A training command's checks before TensorFlow's start-up: the record set, the model
+    file named by config key ``option`` (when set), the run folder, ``--profile-batch``."""
+    from ..data import records as records_lib
+    from ..utils import check_output_dir, require_path
+    records_lib.read_manifest(records)
+    if model_file:
+        require_path(model_file, option)
+    check_output_dir(out)
+    if profile_batch is not None:
+        # training.callbacks defines Keras callbacks, so importing it starts TensorFlow:
+        # this check comes last
+        from ..training.callbacks import parse_profile_batch
+        parse_profile_batch(profile_batch)

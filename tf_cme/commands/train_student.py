@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tf_cme import config
+from tf_cme.commands import add_training_options, check_training_inputs
 from tf_cme.training.student import StudentTrainConfig
 
 
@@ -52,30 +53,15 @@ def main() -> int:
                    help="resume a run folder although its resolved config, records (manifest) "
                         "or teacher file differ from the run's; without it only "
                         "mini_epochs, images, check_records and keep_epochs may change on resume")
-    p.add_argument("--skip-corrupt", action="store_true",
-                   help="leave out shards that fail their checks (CRC, size, record count), "
-                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
-    p.add_argument("--csv-log", metavar="FILE",
-                   help="append one CSV row per mini-epoch (keras.callbacks.CSVLogger: epoch, "
-                        "the logged metrics, learning_rate, val_*); a resumed run continues it")
-    p.add_argument("--profile-batch", metavar="N[,M]",
-                   help="profile training batches N..M of this call (counted from 1) with the "
-                        "TensorFlow profiler into RUN/tensorboard/train (TensorBoard's "
-                        "profile tab)")
+    add_training_options(p, "mini-epoch")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = {**config.explicit(args, flags),
                 "lr_start": args.lr[0] if args.lr else None,
                 "lr_end": args.lr[1] if args.lr else None}
     cfg = config.resolve_or_exit(StudentTrainConfig, args, explicit=explicit)
-    from tf_cme.data import records
-    from tf_cme.utils import check_output_dir, require_path
-    records.read_manifest(cfg.records)     # before TensorFlow's start-up
-    if cfg.teacher:
-        require_path(cfg.teacher, "teacher")
-    check_output_dir(args.out)
-    from tf_cme.training.callbacks import parse_profile_batch
-    parse_profile_batch(args.profile_batch)
+    check_training_inputs(cfg.records, args.out, cfg.teacher, "teacher",   # before TensorFlow
+                          args.profile_batch)
 
     from tf_cme.training.student import train
     from tf_cme.training.callbacks import cli_callbacks

@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tf_cme import config
+from tf_cme.commands import add_training_options, check_training_inputs
 from tf_cme.training.teacher import TeacherTrainConfig
 from tf_cme.utils import run_main
 
@@ -40,16 +41,7 @@ def main() -> int:
     p.add_argument("--allow-changed", action="store_true",
                    help="resume even though options other than epochs_per_rate, "
                         "sample_images, records/init paths differ from the run's")
-    p.add_argument("--skip-corrupt", action="store_true",
-                   help="leave out shards that fail their checks (CRC, size, record count), "
-                        "listed in metrics.json skipped_corrupt_shards, instead of failing")
-    p.add_argument("--csv-log", metavar="FILE",
-                   help="append one CSV row per epoch (keras.callbacks.CSVLogger: epoch, "
-                        "the logged metrics, learning_rate, val_*); a resumed run continues it")
-    p.add_argument("--profile-batch", metavar="N[,M]",
-                   help="profile training batches N..M of this call (counted from 1) with the "
-                        "TensorFlow profiler into RUN/tensorboard/train (TensorBoard's "
-                        "profile tab)")
+    add_training_options(p, "epoch")
     config.add_config_args(p)
     args = p.parse_args()
     explicit = config.explicit(args, flags)
@@ -57,14 +49,8 @@ def main() -> int:
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, learning_rates=cfg.learning_rates[:1],
                                   epochs_per_rate=[args.epochs])
-    from tf_cme.data import records
-    from tf_cme.utils import check_output_dir, require_path
-    records.read_manifest(cfg.records)     # before TensorFlow's start-up
-    if cfg.init:
-        require_path(cfg.init, "init")
-    check_output_dir(args.out)
-    from tf_cme.training.callbacks import parse_profile_batch
-    parse_profile_batch(args.profile_batch)
+    check_training_inputs(cfg.records, args.out, cfg.init, "init",   # before TensorFlow
+                          args.profile_batch)
 
     from tf_cme.training.teacher import train
     from tf_cme.training.callbacks import cli_callbacks
