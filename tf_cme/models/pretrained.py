@@ -267,6 +267,20 @@ def _record(name: str, path: Path, digest: str, source: str) -> dict:
     return files[name]
 
 
+def _install(name: str, suffix: str, write, source: str) -> None:
+    """Put ``name``'s file into the cache: ``write(part)`` fills a ``<file><suffix>`` beside
+    it and returns its sha256, which is recorded (or checked: :func:`_record`) before the
+    part is moved into place; on any failure nothing is left behind."""
+    dest = cached_file(name)
+    part = dest.with_name(dest.name + suffix)
+    try:
+        _record(name, part, write(part), source)
+        os.replace(part, dest)
+    finally:
+        if part.exists():
+            part.unlink()
+
+
 def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: bool = False) -> dict:
     """Download ``name`` (from ``url`` or the table's URL) into the cache, record or check
     its sha256, and convert it to ``.keras`` if it is a model. Returns :func:`status` with
@@ -283,15 +297,7 @@ def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: boo
     if st["cached"]:
         verify(name)
     else:
-        dest = cached_file(name)
-        part = dest.with_name(dest.name + ".download")
-        try:
-            digest = _download(url, part, quiet=quiet)
-            _record(name, part, digest, url)
-            os.replace(part, dest)
-        finally:
-            if part.exists():
-                part.unlink()
+        _install(name, ".download", lambda part: _download(url, part, quiet=quiet), url)
     if convert and p.converter:
         convert_cached(name)
     return {**status(name), "downloaded": downloaded}
@@ -307,17 +313,12 @@ def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> d
     if e.converter and src.suffix.lower() != Path(e.filename).suffix.lower():
         raise CmeError(f"{src}: {name} is the published {e.filename} (MatConvNet .mat); "
                        f"convert other formats (e.g. pytorch-mcn .pth) with import-weights")
-    dest = cached_file(name)
-    part = dest.with_name(dest.name + ".import")
-    try:
+
+    def copy(part: Path) -> str:
         with atomic_path(part) as tmp:
             shutil.copyfile(src, tmp)
-        digest = file_sha256(part)
-        _record(name, part, digest, src.resolve().as_uri())
-        os.replace(part, dest)
-    finally:
-        if part.exists():
-            part.unlink()
+        return file_sha256(part)
+    _install(name, ".import", copy, src.resolve().as_uri())
     if convert and e.converter:
         convert_cached(name)
     return status(name)
