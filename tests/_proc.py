@@ -40,3 +40,18 @@ def run_script_inprocess(name: str, *args) -> int:
     finally:
         sys.argv = argv
     return e.value.code
+
+
+def wait_all(procs, timeout: int = 600) -> list[tuple[str, str]]:
+    """Wait for every ``subprocess.Popen`` of ``procs`` (killing any left when one fails or
+    times out) and assert each exited 0, showing its stderr's tail otherwise; returns their
+    ``(stdout, stderr)``."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return outs

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import PY, env as _env, free_port as _free_port  # noqa: E402,F401
+from _proc import PY, env as _env, free_port as _free_port, wait_all  # noqa: E402,F401
 
 
 @pytest.mark.xfail(strict=False,
@@ -42,14 +42,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
             [PY, "tests/_student_worker.py", "train", str(tmp_path / f"w{i}.npz"), str(run)],
             cwd=ROOT, env=_env(TF_CONFIG=json.dumps(tf_config), TF_CME_TINY_RUN="1"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
+    wait_all(procs)
     a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert sorted(a.files) == sorted(b.files) and len(a.files) == 44
     for k in a.files:

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import PY, env as _env, free_port as _free_port  # noqa: E402
+from _proc import PY, env as _env, free_port as _free_port, wait_all  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +41,9 @@ def _train(records, run, out, *extra, mode="replicas", **env):
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait(procs):
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
-
-
 @pytest.mark.slow      # 2.5 min: a 2-replica ResNet-50 graph on CPU (make test-slow)
 def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
-    _wait([_train(fer_records, tmp_path / "one", tmp_path / "one.npz"),       # side by side
+    wait_all([_train(fer_records, tmp_path / "one", tmp_path / "one.npz"),       # side by side
            _train(fer_records, tmp_path / "two", tmp_path / "two.npz", TF_CME_CPU_REPLICAS="2")])
     from tf_cme.models import build_model
     import keras
@@ -85,7 +74,7 @@ def test_two_workers_end_with_identical_weights(tmp_path, fer_records):
                      "task": {"type": "worker", "index": i}}
         procs.append(_train(fer_records, tmp_path / "run", tmp_path / f"w{i}.npz",
                             TF_CONFIG=json.dumps(tf_config)))
-    _wait(procs)
+    wait_all(procs)
     a, b = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
     assert len(a) == len(b) > 100
     for x, y in zip(a, b):
@@ -98,12 +87,12 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, fer_records):
     full = _train(fer_records, tmp_path / "full", tmp_path / "full.npz", mode="resume")
     p = _train(fer_records, tmp_path / "cut", tmp_path / "never.npz", 1, mode="resume")
     p.communicate(timeout=600)
-    _wait([full])
+    wait_all([full])
     assert p.returncode == -9                      # killed as epoch 2 began
     assert not (tmp_path / "never.npz").exists()
     state = json.loads((tmp_path / "cut" / "checkpoints" / "state.json").read_text())
     assert state["epoch"] == 1
-    _wait([_train(fer_records, tmp_path / "cut", tmp_path / "resumed.npz", mode="resume")])
+    wait_all([_train(fer_records, tmp_path / "cut", tmp_path / "resumed.npz", mode="resume")])
     a, b = _weights(tmp_path / "full.npz"), _weights(tmp_path / "resumed.npz")
     diff = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
     print(f"\nteacher kill -9 after epoch 1 + resume vs uninterrupted: max |w diff| {diff:.2e}")
