@@ -27,6 +27,14 @@ def demo_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict:
+    """A tiny student and teacher trained, exported and calibrated (tf_cme.demo.runs), built
+    once per session for the serving, prediction and audio-warning tests."""
+    from tf_cme.demo.runs import make_tiny_runs
+    return make_tiny_runs(tmp_path_factory.getbasetemp() / "serving-tiny")
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
 

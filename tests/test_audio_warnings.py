@@ -25,15 +25,9 @@ from tf_cme.audio import io as aio
 from tf_cme.audio.io import write_wav
 from tf_cme.data import emovox, external
 from tf_cme.demo.files import make_voxceleb_tree
-from tf_cme.demo.runs import make_tiny_runs
 
 RATE = 16000
 DECLARED = 113600                       # 7.1 s at 16 kHz
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_runs(tmp_path_factory.getbasetemp() / "serving-tiny")
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,10 @@ import pytest
 import soundfile as sf
 
 from tf_cme import emotions, prediction
-from tf_cme.demo.runs import make_tiny_runs
 
 RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = {"wav": ("WAV", "PCM_16"), "ogg": ("OGG", "VORBIS"), "flac": ("FLAC", "PCM_16"),
            "mp3": ("MP3", None)}
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_runs(tmp_path_factory.getbasetemp() / "serving-tiny")
 
 
 def _signal(rate, seconds, channels, seed):

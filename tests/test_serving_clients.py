@@ -19,15 +19,9 @@ import soundfile as sf
 from tf_cme import emotions
 from tf_cme.serving import export as ex
 from tf_cme.serving.client import GrpcClient, RestClient, ServingError
-from tf_cme.demo.runs import make_tiny_runs
 from tf_cme.serving.testdouble import ServingTestDouble
 
 STUDENT, TEACHER = "emovoxceleb-student", "resnet50-ferplus"
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_runs(tmp_path_factory.getbasetemp() / "serving-tiny")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ import tensorflow as tf
 
 from tf_cme import emotions
 from tf_cme.serving import export as ex
-from tf_cme.demo.runs import TINY_CALIBRATION_CLASSES, make_tiny_runs
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_runs(tmp_path_factory.getbasetemp() / "serving-tiny")
+from tf_cme.demo.runs import TINY_CALIBRATION_CLASSES
 
 
 @pytest.fixture(scope="session")
