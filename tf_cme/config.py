@@ -297,9 +297,9 @@ def add_field_args(parser, cls, fields, group: str | None = None, **overrides) -
                  "''" if default == "" else default)
         text = o.pop("help", comments.get(name, name.replace("_", " ")))
         kw.update(o)
-        if "%(default)" not in text and not o.get("suppress_default"):
-            text = f"{text} (default: {shown})".replace("%", "%%")
-        kw.pop("suppress_default", None)
+        # argparse formats help with %: a literal one is escaped (the flag's own default is
+        # None, so %(default)s could not show the field's)
+        text = f"{text} (default: {shown})".replace("%", "%%")
         target.add_argument(flag, dest=name, default=None, help=text, **kw)
     return list(fields)
 
