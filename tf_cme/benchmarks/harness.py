@@ -39,6 +39,11 @@ class Pair:
     peer_cores: int = 1
     cleanup: Callable[[], None] | None = None
     note: str = ""
+    #: further peers timed in the same A B A B rounds (name -> callable), e.g. a
+    #: compiled variant of the peer; reported in ``row["extra"]``
+    extra: dict = dataclasses.field(default_factory=dict)
+    #: what the stage ran on beyond :func:`_env` (device, framework versions)
+    env: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +98,9 @@ def discover(package: str = "tf_cme.benchmarks") -> list[str]:
     return names
 
 
-#: Groups run only when named with --only (e.g. XLA compiles for minutes on a CPU).
-OPT_IN_GROUPS = {"teacher-xla"}
+#: Groups run only when named with --only (XLA compiles for minutes on a CPU; the gpu
+#: group runs on Keras's JAX backend and is sized for a GPU).
+OPT_IN_GROUPS = {"teacher-xla", "gpu"}
 
 
 def select(only: list[str] | None) -> list[Stage]:
@@ -124,10 +130,15 @@ def run_stage(st: Stage, ctx: Context) -> dict:
     try:
         _timed(pair.ours)                     # warm-up: caches, graph tracing, pools
         _timed(pair.peer)
+        for fn in pair.extra.values():
+            _timed(fn)
         ours, peer = [], []
+        extra = {name: [] for name in pair.extra}
         for _ in range(max(1, ctx.repeats)):  # A B A B ...
             ours.append(_timed(pair.ours))
             peer.append(_timed(pair.peer))
+            for name, fn in pair.extra.items():
+                extra[name].append(_timed(fn))
     finally:
         if pair.cleanup:
             pair.cleanup()
@@ -137,7 +148,11 @@ def run_stage(st: Stage, ctx: Context) -> dict:
             "peer_name": pair.peer_name, "ratio": o / p if p > 0 else float("inf"),
             "ours_per_core": o / oc, "peer_per_core": p / pair.peer_cores,
             "ours_cores": oc, "peer_cores": pair.peer_cores, "repeats": len(ours),
-            "ours_all": ours, "peer_all": peer, "note": pair.note, "env": _env()}
+            "ours_all": ours, "peer_all": peer, "note": pair.note,
+            "extra": {name: {"rate": statistics.median(v), "all": v,
+                             "ratio": o / statistics.median(v)}
+                      for name, v in extra.items()},
+            "env": {**_env(), **pair.env}}
 
 
 def _env() -> dict:
@@ -158,9 +173,37 @@ def format_table(rows: list[dict]) -> str:
     body = [[r["stage"], r["unit"], f"{r['ours']:.1f}", f"{r['peer']:.1f}", f"{r['ratio']:.2f}",
              f"{r['ours_per_core']:.1f}", f"{r['peer_per_core']:.1f}", r["peer_name"]]
             for r in rows]
+    for r in rows:                  # extra peers: one line each under their stage's
+        at = next(i for i, b in enumerate(body) if b[0] == r["stage"]) + 1
+        for name, e in (r.get("extra") or {}).items():
+            body.insert(at, [f"{r['stage']} (vs extra)", r["unit"], f"{r['ours']:.1f}",
+                             f"{e['rate']:.1f}", f"{e['ratio']:.2f}", "", "", name])
+            at += 1
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)] if body else [len(h) for h in head]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a Markdown table (one line per peer; extra peers get their own line),
+    with the device and versions they were measured on."""
+    out = ["| stage | unit | ours | peer | peer rate | ours / peer | note |",
+           "| --- | --- | ---: | --- | ---: | ---: | --- |"]
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    for r in rows:
+        peers = [(r["peer_name"], r["peer"], r["ratio"])]
+        peers += [(n, e["rate"], e["ratio"]) for n, e in (r.get("extra") or {}).items()]
+        for i, (name, rate, ratio) in enumerate(peers):
+            ours = f"{r['ours']:,.0f}" if i == 0 else "〃"
+            out.append(f"| {r['stage']} | {r['unit']} | {ours} | {cell(name)} | {rate:,.0f} | "
+                       f"{ratio:.2f} | {cell(r.get('note', '')) if i == 0 else ''} |")
+    envs = []
+    for r in rows:
+        e = {k: v for k, v in (r.get("env") or {}).items() if v is not None}
+        text = ", ".join(f"{k} {v}" for k, v in sorted(e.items()))
+        if text not in envs:
+            envs.append(text)
+    return "\n".join(out + [""] + [f"Measured on: {e}." for e in envs])
 
 
 def _run_isolated(st: Stage, workdir: Path, repeats: int, quick: bool) -> dict:
@@ -217,6 +260,13 @@ def main(argv=None) -> int:
                     help="timed repeats of each side, interleaved A B A B (default 5)")
     ap.add_argument("--quick", action="store_true", help="smaller data (a smoke run)")
     ap.add_argument("--list", action="store_true", help="list the stages and exit")
+    ap.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                    help="Keras backend for the stages (sets KERAS_BACKEND before Keras is "
+                         "imported; the gpu group needs jax, every other group tensorflow; "
+                         "default: KERAS_BACKEND or tensorflow)")
+    ap.add_argument("--markdown", metavar="BENCH_JSON",
+                    help="print the rows of a bench.json as a Markdown table (the README's "
+                         "tables) and exit")
     ap.add_argument("--in-process", action="store_true",
                     help="run every stage in this process (default: each stage in a fresh "
                          "process; a stage's rates, the Python peers' above all, can depend "
@@ -225,6 +275,17 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     ap.add_argument("--row-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.markdown:
+        from ..utils import require_path
+        path = require_path(args.markdown, "--markdown")
+        print(markdown_table(json.loads(Path(path).read_text())))
+        return 0
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
+            print(f"bench: error: --backend {args.backend}: Keras is already imported on "
+                  f"another backend", file=sys.stderr)
+            return 2
+        os.environ["KERAS_BACKEND"] = args.backend   # the stages' processes inherit it
     discover()
     if args.stage:                                            # a child of _run_isolated
         ctx = Context(workdir=Path(args.workdir), repeats=args.repeats, quick=args.quick)
