@@ -9,7 +9,9 @@
 #
 #   scripts/gpu_bench.sh OUT_DIR
 #   env: PYTHON (python3), REPEATS (3), ONLY (gpu: a group or stages, comma-separated),
-#        WHEELS (a folder of wheels to install first), QUICK=1 (tiny sizes: a smoke run on a CPU), XLA_PYTHON_CLIENT_MEM_FRACTION (0.45:
+#        WHEELS (a folder of wheels to install first), BUDGET_S (stop the measurements
+#        after this many seconds, keeping the rows finished, and still write the table),
+#        QUICK=1 (tiny sizes: a smoke run on a CPU), XLA_PYTHON_CLIENT_MEM_FRACTION (0.45:
 #        JAX's share of the GPU memory, the rest is PyTorch's)
 set -euo pipefail
 out=${1:?usage: scripts/gpu_bench.sh OUT_DIR}
@@ -29,6 +31,11 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 "$py" -c "import jax, keras, torch; print('jax', jax.__version__, jax.devices()); print('keras', keras.__version__, keras.backend.backend()); print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'no cuda')" | tee -a "$out/gpu.txt"
 args=(--backend jax --only "${ONLY:-gpu}" --in-process --repeats "${REPEATS:-3}" --out "$out/bench-gpu.json")
 [ "${QUICK:-0}" = 1 ] && args+=(--quick)
-set -o pipefail
-"$py" scripts/bench.py "${args[@]}" 2>&1 | tee "$out/bench-gpu.log"
+limit=()
+[ -n "${BUDGET_S:-}" ] && limit=(timeout -s INT "$BUDGET_S")
+rc=0
+"${limit[@]}" "$py" scripts/bench.py "${args[@]}" 2>&1 | tee "$out/bench-gpu.log" || rc=$?
+[ "$rc" = 0 ] || echo "gpu_bench: bench.py ended with status $rc (124: BUDGET_S reached); the table holds the rows it finished" | tee -a "$out/bench-gpu.log" >&2
+[ -s "$out/bench-gpu.json" ] || { echo "gpu_bench: no rows were finished" >&2; exit 1; }
 "$py" scripts/bench.py --markdown "$out/bench-gpu.json" | tee "$out/bench-gpu.md"
+exit "$rc"

@@ -88,7 +88,7 @@ def test_gpu_bench_script_runs_without_tensorflow(tmp_path):
     out = tmp_path / "out"
     stages = "gpu-frontend,gpu-student-train-b64,gpu-teacher-resnet50-infer"
     r = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out)], cwd=ROOT,
-                       env=env(PYTHON=PY, QUICK="1", REPEATS="1", ONLY=stages,
+                       env=env(PYTHON=PY, QUICK="1", REPEATS="1", ONLY=stages, BUDGET_S="380",
                                PYTHONPATH=str(fake.parent)),
                        capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
