@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _proc import PY, env as _env, free_port as _free_port, wait_all  # noqa: E402,F401
 
 
-@pytest.mark.xfail(strict=False,
-                   reason="two MirroredStrategy CPU replicas with synchronised BN end 7.19e-3 "
-                          "(conv1 kernel) from one device after 2 steps, on TF 2.17.1 and 2.21.0 "
-                          "alike (limit 5e-5); under investigation, not a TF 2.21 change")
 def test_two_replicas_same_update_as_one_device(tmp_path):
     p = subprocess.run([PY, "tests/_student_worker.py", "replicas", str(tmp_path)], cwd=ROOT,
                        env=_env(), capture_output=True, text=True, timeout=600)
