@@ -151,6 +151,10 @@ def test_serve_client_script(double, clip4s, tmp_path, repo_root):
     assert sum(res[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert res[0]["label"] in emotions.FERPLUS and res[0]["model"] == STUDENT
     assert "bad.wav" in res[1]["message"]
+    # the served model says it is a demo model, in the result and once on stderr
+    from tf_cme.provenance import STUDENT_CAVEAT
+    assert res[0]["provenance"] == f"demo-synthetic: {STUDENT_CAVEAT}"
+    assert out.stderr.count(f"NOTE: {STUDENT_CAVEAT}") == 1
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -95,6 +95,7 @@ def test_saved_model_cli_lists_signatures(tiny):
     for out, dtype, shape in (("logits", "DT_FLOAT", r"\(-1, 8\)"),
                               ("probabilities", "DT_FLOAT", r"\(-1, 8\)"),
                               ("label", "DT_STRING", r"\(-1\)"),
+                              ("provenance", "DT_STRING", r"\(-1\)"),
                               ("embedding", "DT_FLOAT", r"\(-1, 64\)")):
         assert re.search(rf"outputs\['{out}'\] tensor_info:\s+dtype: {dtype}\s+shape: {shape}",
                          blk), out
@@ -175,6 +176,34 @@ def test_teacher_signatures_match_keras(tiny, teacher_sm):
                                 tf.uint8).numpy() for im in (imgs[0], imgs[1, :30, :20])]
     ref = net(np.stack(resized), training=False)[0].numpy()
     np.testing.assert_allclose(j["logits"].numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_every_signature_says_where_its_model_came_from(tiny, student_sm, teacher_sm):
+    """The `provenance` output: one string per row, the export metadata's provenance and,
+    for these demo models, the caveat tf-cme predict prints."""
+    from tf_cme import provenance
+    rng = np.random.default_rng(4)
+    wave = (0.1 * rng.standard_normal((3, 20000))).astype(np.float32)
+    imgs = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    calls = {
+        ("student", "serving_default"): dict(waveform=tf.constant(wave)),
+        ("student", "calibrated_rml"): dict(waveform=tf.constant(wave)),
+        ("student", "from_wav"): dict(audio_bytes=tf.constant(
+            [_wav_bytes(w, 16000) for w in wave])),
+        ("teacher", "serving_default"): dict(images=tf.constant(imgs)),
+        ("teacher", "from_jpeg"): dict(image_bytes=tf.constant(
+            [tf.io.encode_png(i).numpy() for i in imgs])),
+    }
+    for (kind, sig), inputs in calls.items():
+        sm = student_sm if kind == "student" else teacher_sm
+        md = ex.read_export_metadata(tiny[f"{kind}_version"])
+        assert md["provenance"] == provenance.DEMO
+        notes = [b.decode() for b in sm.signatures[sig](**inputs)["provenance"].numpy()]
+        caveat = provenance.STUDENT_CAVEAT if kind == "student" else provenance.TEACHER_CAVEAT
+        assert notes == [f"demo-synthetic: {caveat}"] * len(next(iter(inputs.values()))), sig
+        assert provenance.note_caveat(notes[0]) == md["caveat"] == caveat
+    assert provenance.serving_note({"provenance": "imported:ab12"}) == "imported:ab12"
+    assert provenance.note_caveat("imported:ab12") is None
 
 
 @pytest.mark.parametrize("x, message", [

@@ -59,6 +59,21 @@ def caveat(md: dict | None) -> str | None:
     return TEACHER_CAVEAT if (md or {}).get("kind") == "teacher" else STUDENT_CAVEAT
 
 
+def serving_note(md: dict | None) -> str:
+    """What every response of an exported model carries in its ``provenance`` output:
+    the provenance, then the demo caveat after ": " for a demo model
+    (``"demo-synthetic: demo model: trained on synthetic voices; ..."``)."""
+    info = model_info(md)
+    return f"{info['provenance']}: {info['caveat']}" if info["caveat"] else info["provenance"]
+
+
+def note_caveat(note: str | None) -> str | None:
+    """The caveat inside a :func:`serving_note` (None when it carries none)."""
+    if not note or not note.startswith(DEMO + ": "):
+        return None
+    return note[len(DEMO) + 2:]
+
+
 def model_info(md: dict | None, source: str | None = None) -> dict:
     """``{"name", "source", "provenance", "caveat"}``: what outputs say about their model.
     A model without metadata (a .tflite file) has provenance "unknown"."""

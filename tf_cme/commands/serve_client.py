@@ -64,6 +64,10 @@ def main() -> int:
     for r in results:
         r["model"] = model
     print(json.dumps(results, indent=2))
+    from ..provenance import note_caveat
+    for caveat in dict.fromkeys(note_caveat(r.get("provenance")) for r in results):
+        if caveat:                 # once: what the served model says about itself
+            print(f"{Path(sys.argv[0]).name}: NOTE: {caveat}", file=sys.stderr)
     bad = [r for r in results if r["status"] == "error"]
     for r in bad:
         print(f"{Path(sys.argv[0]).name}: error: {r['message']}", file=sys.stderr)

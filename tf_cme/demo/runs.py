@@ -1,5 +1,9 @@
 """Tiny run folders and exports for tests (untrained models: invented data).
 
+Their models carry the demo provenance (``demo-synthetic``, tf_cme.provenance) like every
+model made from invented data, so that each output they reach (predict, the exported
+signatures, serving clients) carries the demo caveat, as the tests check.
+
 :func:`make_tiny_runs` writes an untrained student and teacher in the ``make demo`` run-folder
 layout, a calibration in the sibling ``external/`` folder, and their SavedModel exports, so
 that the export, serving and prediction tests need no training.
@@ -40,8 +44,10 @@ def make_tiny_runs(root: str | Path, *, student_width: float = 1 / 16,
     keras.utils.set_random_seed(seed)
     student = build_model("emovoxceleb-student", width=student_width)
     teach = build_model(teacher, width=teacher_width, input_size=teacher_input_size)
+    from ..provenance import DEMO
     runs = {}
     for name, model in (("student", student), ("teacher", teach)):
+        model.cme_metadata["provenance"] = DEMO        # invented: say so everywhere
         run = root / name
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", {"model": model.cme_metadata["name"], "tiny": True})

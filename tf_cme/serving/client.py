@@ -261,7 +261,8 @@ def teacher_request(paths, signature: str = "from_jpeg") -> dict:
 
 
 def summarise(outputs: dict, index: int = 0) -> dict:
-    """``label`` and ``probabilities`` (keyed by FER+ name when there are 8) of one row."""
+    """``label``, ``probabilities`` (keyed by FER+ name when there are 8) and the model's
+    ``provenance`` (None from a model exported before it was an output) of one row."""
     probs = np.asarray(outputs["probabilities"][index], dtype=float)
     label = outputs.get("label")
     label = str(label[index]) if label is not None else emotions.FERPLUS[int(probs.argmax())]
@@ -269,7 +270,13 @@ def summarise(outputs: dict, index: int = 0) -> dict:
         p = {n: round(float(v), 6) for n, v in zip(emotions.FERPLUS, probs)}
     else:
         p = [round(float(v), 6) for v in probs]
-    return {"label": label, "probabilities": p}
+    prov = outputs.get("provenance")
+    prov = None if prov is None else _text(prov[index])
+    return {"label": label, "probabilities": p, "provenance": prov}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def kind_of(path: str | os.PathLike) -> str:

@@ -14,7 +14,11 @@ name is not a number) and renamed when complete, so a server polling ``DIR`` nev
 loads a half-written model.
 
 Signatures (every one returns ``logits`` float32 [B, K], ``probabilities`` float32
-[B, K], ``label`` string [B] and, for the FER+ signatures, ``embedding`` float32 [B, D]):
+[B, K], ``label`` string [B], ``provenance`` string [B] and, for the FER+ signatures,
+``embedding`` float32 [B, D]). ``provenance`` is the same string in every row: where the
+weights came from (``imported:<sha256>``, ``trained:<sha256>``, ``demo-synthetic``), and
+for a demo model its caveat after ": " (:func:`tf_cme.provenance.serving_note`), so that a
+client of TF Serving sees what ``tf-cme predict`` says about the model:
 
 student (``emovoxceleb-student``)
     ``serving_default``  ``waveform`` float32 [B, samples], mono, 16 kHz, in [-1, 1].
@@ -185,7 +189,7 @@ def _flat(x):
     return tf.reshape(x, [tf.shape(x)[0], -1])
 
 
-def _fer_outputs(logits, embedding, class_names=emotions.FERPLUS):
+def _fer_outputs(logits, embedding, note: str, class_names=emotions.FERPLUS):
     import tensorflow as tf
     logits = tf.cast(logits, tf.float32)
     names = tf.constant(list(class_names))
@@ -193,6 +197,7 @@ def _fer_outputs(logits, embedding, class_names=emotions.FERPLUS):
         "logits": logits,
         "probabilities": tf.nn.softmax(logits, axis=-1),
         "label": tf.gather(names, tf.argmax(logits, axis=-1, output_type=tf.int32)),
+        "provenance": tf.fill(tf.shape(logits)[:1], tf.constant(note)),
         **({"embedding": tf.cast(embedding, tf.float32)} if embedding is not None else {}),
     }
 
@@ -342,7 +347,7 @@ def _teacher_net(model):
     return keras.Model(model.inputs, [model.outputs[0], emb], name="serving_teacher")
 
 
-def _student_archive(model, calibration: dict | None):
+def _student_archive(model, calibration: dict | None, note: str):
     import keras
     import tensorflow as tf
     net = _student_net(model)
@@ -357,15 +362,16 @@ def _student_archive(model, calibration: dict | None):
         return tf.cast(logits, tf.float32), _flat(emb)
 
     def serving_default(waveform):
-        return _fer_outputs(*core(waveform))
+        return _fer_outputs(*core(waveform), note)
 
     def from_wav(audio_bytes):
         def one(b):
-            out = _fer_outputs(*core(decode_wav_16k(b)[None, :]))
+            out = _fer_outputs(*core(decode_wav_16k(b)[None, :]), note)
             return {k: v[0] for k, v in out.items()}
         spec = {"logits": tf.TensorSpec([emotions.NUM_CLASSES], tf.float32),
                 "probabilities": tf.TensorSpec([emotions.NUM_CLASSES], tf.float32),
                 "label": tf.TensorSpec([], tf.string),
+                "provenance": tf.TensorSpec([], tf.string),
                 "embedding": tf.TensorSpec([emb_dim], tf.float32)}
         return tf.map_fn(one, audio_bytes, fn_output_signature=spec)
 
@@ -382,7 +388,7 @@ def _student_archive(model, calibration: dict | None):
 
         def calibrated(waveform):
             logits, _ = core(waveform)
-            out = _fer_outputs(tf.matmul(logits, w) + b, None, classes)
+            out = _fer_outputs(tf.matmul(logits, w) + b, None, note, classes)
             out["ferplus_logits"] = logits
             return out
         name = f"calibrated_{calibration['dataset']}"
@@ -392,7 +398,7 @@ def _student_archive(model, calibration: dict | None):
     return archive, names, emb_dim
 
 
-def _teacher_archive(model, input_size: int):
+def _teacher_archive(model, input_size: int, note: str):
     import keras
     import tensorflow as tf
     net = _teacher_net(model)
@@ -413,7 +419,7 @@ def _teacher_archive(model, input_size: int):
         return tf.cast(logits, tf.float32), _flat(emb)
 
     def serving_default(images):
-        return _fer_outputs(*core(images))
+        return _fer_outputs(*core(images), note)
 
     def from_jpeg(image_bytes):
         def one(b):
@@ -425,7 +431,7 @@ def _teacher_archive(model, input_size: int):
         images = tf.map_fn(one, image_bytes,
                            fn_output_signature=tf.TensorSpec([input_size, input_size, 3],
                                                              tf.uint8))
-        return _fer_outputs(*core(images))
+        return _fer_outputs(*core(images), note)
 
     archive = keras.export.ExportArchive()
     archive.add_endpoint("serving_default", serving_default, input_signature=[
@@ -464,10 +470,11 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
         raise CmeError(f"SavedModel export needs Keras's TensorFlow backend; this process "
                        f"uses {keras.backend.backend()!r} (unset KERAS_BACKEND or set it "
                        f"to tensorflow)")
+    note = provenance.serving_note(md)          # the `provenance` output of every signature
     if kind == "student":
-        archive, signatures, emb_dim = _student_archive(model, calibration)
+        archive, signatures, emb_dim = _student_archive(model, calibration, note)
     else:
-        archive, signatures, emb_dim = _teacher_archive(model, input_size(model))
+        archive, signatures, emb_dim = _teacher_archive(model, input_size(model), note)
 
     out_dir = Path(out_dir)
     model_dir = out_dir / name
