@@ -80,6 +80,11 @@ _MISSING = {
     "build-external": (["build-records", "external", "--root", _M, "--out", "/tmp/x"], _M),
     "verify": (["build-records", "verify", _M], _M),
     "tensorboard": (["run-tensorboard", "--logdir", _M], _M),
+    # a bad option value, not only a missing file
+    "train-student-profile-batch": (["train-student", "--records", _M, "--out", "/tmp/x",
+                                     "--profile-batch", "5,2"], "--profile-batch: '5,2'"),
+    "train-teacher-profile-batch": (["train-teacher", "--records", _M, "--out", "/tmp/x",
+                                     "--profile-batch", "0"], "--profile-batch: '0'"),
 }
 
 
@@ -90,6 +95,23 @@ def test_missing_inputs_fail_before_tensorflow(case):
     assert "TF False" in out, (case, out, err)
     assert "CODE 0" not in out and "CODE None" not in out, (case, out)
     assert named in err, (case, err)
+
+
+@pytest.mark.parametrize("command", ["train-student", "train-teacher"])
+def test_bad_profile_batch_with_good_records_fails_before_tensorflow(command, tmp_path):
+    """Records that pass their checks, then a bad --profile-batch: still refused without
+    TensorFlow's start-up (its parser is not in the Keras callbacks' module)."""
+    import json
+
+    from tf_cme.data import schema
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "manifest.json").write_text(json.dumps(
+        {"schema": "ferplus", "schema_version": schema.SCHEMAS["ferplus"].version}))
+    out, err = _probe(command, "--records", str(rec), "--out", str(tmp_path / "run"),
+                      "--profile-batch", "a")
+    assert "TF False" in out and "CODE 0" not in out, (out, err)
+    assert "--profile-batch: 'a' is not N or N,M" in err, err
 
 
 def test_output_folder_that_is_a_file_fails_before_tensorflow(tmp_path):

@@ -1,7 +1,10 @@
 """TFLite export (issue 15 item 3): export_model.py --tflite writes float32 and dynamic-range
 quantised .tflite files (student with the front end inside, fixed windows; teacher at its
 input size) with builtin operators only; LiteRT runs them without TensorFlow and their
-logits match the Keras model's; predict.py --model X.tflite works."""
+logits match the Keras model's; predict.py --model X.tflite works. Each file carries the
+export's tf-cme metadata (provenance, demo caveat, class order, ...) in its flatbuffer
+metadata table, read back without TensorFlow; an older file without it still loads, its
+provenance "unknown"."""
 from __future__ import annotations
 
 import json
@@ -13,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tf_cme import emotions
+from tf_cme import emotions, provenance
 from tf_cme.serving import tflite
+from tf_cme.utils import CmeError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _proc import run_script_inprocess  # noqa: E402
@@ -35,12 +39,31 @@ def runs(tmp_path_factory):
     from tf_cme.models.io import save_model
     keras.utils.set_random_seed(0)
     root = tmp_path_factory.mktemp("tfl")
-    for name, model in (("student", build_model("emovoxceleb-student", width=1 / 16)),
+    student = build_model("emovoxceleb-student", width=1 / 16)
+    for name, model in (("student", student),
                         ("teacher", build_model("resnet50-ferplus", width=1 / 16,
                                                 input_size=32))):
         (root / name).mkdir()
         save_model(model, root / name / "model.keras")
+    # demo-like: the same student as a demo run's (trained on the synthetic corpus) says
+    (root / "demo").mkdir()
+    save_model(student, root / "demo" / "model.keras",
+               metadata={**student.cme_metadata, "provenance": provenance.DEMO,
+                         "synthetic": True})
     return root
+
+
+@pytest.fixture(scope="module")
+def demo_tflite(runs, tmp_path_factory):
+    """The demo-like student exported with --tflite (2 s window) and, as an export by an
+    older tf-cme wrote it, the same conversion without metadata."""
+    from tf_cme.models.io import load_model
+    out = tmp_path_factory.mktemp("demo-tfl")
+    assert run_script_inprocess("export_model.py", runs / "demo", "--out", out, "--tflite",
+                                "--tflite-window", "2") == 0
+    raw = tflite.student_tflite_bytes(load_model(runs / "demo" / "model.keras"), 2.0)
+    old = tflite.write_tflite(raw, out / "old" / "student-2s.tflite")
+    return out / "tflite", old
 
 
 def _speech(n, seed=1):
@@ -147,3 +170,103 @@ def test_tflite_window_too_short(runs, tmp_path, capsys):
     assert run_script_inprocess("export_model.py", runs / "student", "--out", tmp_path,
                                 "--tflite", "--tflite-window", "0.5") == 1
     assert "at least 1.015" in capsys.readouterr().err
+
+
+def _predict_cli(capsys, model, *wavs):
+    capsys.readouterr()
+    code = run_script_inprocess("predict.py", "--model", model, "--format", "json", *wavs)
+    out = capsys.readouterr()
+    return code, json.loads(out.out), out.err
+
+
+def test_tflite_carries_the_metadata_and_predict_says_the_demo_caveat(demo_tflite, runs,
+                                                                     tmp_path, capsys):
+    from tf_cme.models.io import read_metadata
+    from tf_cme.serving.export import export_info
+    folder, old = demo_tflite
+    summary = json.loads((folder / "tflite.json").read_text())
+    assert [(f["file"], f["metadata"], f["provenance"]) for f in summary["files"]] == [
+        ("emovoxceleb-student-2s.tflite", "tf_cme", "demo-synthetic"),
+        ("emovoxceleb-student-2s-dynamic.tflite", "tf_cme", "demo-synthetic")]
+    model_md = read_metadata(runs / "demo" / "model.keras")
+    for f, q in (("emovoxceleb-student-2s.tflite", "float32"),
+                 ("emovoxceleb-student-2s-dynamic.tflite", "dynamic")):
+        md = tflite.read_tflite_metadata(folder / f)
+        # what the SavedModel's tf_cme.json says about the model, and the file's own part
+        assert {k: md[k] for k in export_info(model_md)} == {
+            **export_info(model_md), "source": str(runs / "demo" / "model.keras")}
+        assert md["provenance"] == "demo-synthetic"
+        assert md["caveat"] == provenance.STUDENT_CAVEAT
+        assert md["class_names"] == list(emotions.FERPLUS) and md["sample_rate"] == 16000
+        assert md["min_samples"] == 16240 and md["kind"] == "student"
+        assert (md["format"], md["quantization"], md["window_s"]) == ("tflite", q, 2.0)
+        assert md["input_shape"] == [1, 32000] and md["input_dtype"] == "float32"
+
+    # embedding the metadata leaves the model as it was: identical logits in LiteRT
+    x = _speech(32000)[None]
+    raw = old.read_bytes()
+    got_raw = tflite.run_tflite(raw, x)
+    np.testing.assert_array_equal(tflite.run_tflite(tflite.with_metadata(raw, {"a": 1}), x),
+                                  got_raw)
+    np.testing.assert_array_equal(tflite.run_tflite(folder / "emovoxceleb-student-2s.tflite",
+                                                    x), got_raw)
+    # a second with_metadata replaces the entry
+    again = tflite.with_metadata(tflite.with_metadata(raw, {"a": 1}), {"b": 2})
+    assert tflite.read_tflite_metadata(again) == {"b": 2}
+
+    # read back, and loaded by predict's Predictor, where TensorFlow cannot be imported
+    code = ("import sys, json; sys.modules['tensorflow'] = None\n"
+            "from tf_cme.serving.tflite import read_tflite_metadata\n"
+            "from tf_cme.prediction import Predictor\n"
+            "md = read_tflite_metadata(sys.argv[1])\n"
+            "p = Predictor.load(sys.argv[1], 'student')\n"
+            "print(json.dumps([md['provenance'], p.info]))\n")
+    f32 = folder / "emovoxceleb-student-2s.tflite"
+    p = subprocess.run([sys.executable, "-c", code, str(f32)],
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    prov, info = json.loads(p.stdout.strip().splitlines()[-1])
+    assert prov == "demo-synthetic"
+    assert info["provenance"] == "demo-synthetic"
+    assert info["caveat"] == provenance.STUDENT_CAVEAT
+
+    sf.write(tmp_path / "voice.wav", _speech(40000), 16000)
+
+    # predict.py on the .tflite: the same provenance and caveat as on the SavedModel
+    sf.write(tmp_path / "voice2.wav", _speech(20000, seed=2), 16000)
+    code, res, err = _predict_cli(capsys, f32, tmp_path / "voice.wav", tmp_path / "voice2.wav")
+    assert code == 0 and [r["status"] for r in res] == ["ok", "ok"]
+    for r in res:
+        assert r["model"] == {"name": "emovoxceleb-student-2s", "source": str(f32),
+                              "provenance": "demo-synthetic",
+                              "caveat": provenance.STUDENT_CAVEAT}
+    assert err.count(f"NOTE: {provenance.STUDENT_CAVEAT}") == 1
+
+
+def test_tflite_without_metadata_loads_provenance_unknown_said_once(demo_tflite, tmp_path,
+                                                                   capsys):
+    _, old = demo_tflite
+    assert tflite.read_tflite_metadata(old) == {}
+    sf.write(tmp_path / "a.wav", _speech(40000), 16000)
+    sf.write(tmp_path / "b.wav", _speech(20000, seed=2), 16000)
+    code, res, err = _predict_cli(capsys, old, tmp_path / "a.wav", tmp_path / "b.wav")
+    assert code == 0 and [r["status"] for r in res] == ["ok", "ok"]
+    assert [r["model"]["provenance"] for r in res] == ["unknown", "unknown"]
+    assert [r["model"]["caveat"] for r in res] == [None, None]
+    assert err.count("provenance unknown") == 1
+    assert f"NOTE: {old}: provenance unknown: its metadata does not say" in err
+    assert "export it again with export_model.py --tflite" in err
+
+
+def test_tflite_metadata_errors(demo_tflite, tmp_path):
+    _, old = demo_tflite
+    with pytest.raises(CmeError, match="not a TFLite flatbuffer"):
+        tflite.read_tflite_metadata(b"\0" * 64)
+    with pytest.raises(CmeError, match="'tf_cme' is a JSON list, not an object"):
+        tflite.read_tflite_metadata(tflite.with_metadata(old.read_bytes(), [1, 2]))
+    teacher_md = tmp_path / "t.tflite"
+    teacher_md.write_bytes(tflite.with_metadata(old.read_bytes(), {"kind": "teacher"}))
+    from tf_cme.prediction import Predictor
+    with pytest.raises(CmeError, match="its metadata says teacher, but its input"):
+        Predictor.load(teacher_md, "student")

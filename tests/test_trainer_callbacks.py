@@ -107,6 +107,35 @@ def test_student_callbacks_once_per_call_and_csv_appends(tmp_path):
     assert json.loads((run / "checkpoints" / "state.json").read_text())["mini_epoch"] == 5
 
 
+def _hparams_sessions(logdir) -> int:
+    """How many hparams session summaries the event files of ``logdir`` hold."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata as hp_md
+    return sum(v.tag == hp_md.SESSION_START_INFO_TAG
+               for f in sorted(Path(logdir).glob("events.out.tfevents.*"))
+               for ev in tf.compat.v1.train.summary_iterator(str(f)) for v in ev.summary.value)
+
+
+def test_hparams_written_once_per_config(tmp_path):
+    from tf_cme.training.summaries import Summaries, config_digest, hparams_marker
+    cfg = {"lr": 0.1, "epochs": 3, "arch": "senet50-ferplus", "rates": [1, 2]}
+    tb = tmp_path / "tensorboard"
+    assert Summaries(tb).hparams(cfg, "run") is True
+    marker = hparams_marker(tb, cfg)
+    assert marker.name == f"hparams-{config_digest(cfg)[:16]}.json" and marker.exists()
+    assert __import__("json").loads(marker.read_text())["config_sha256"] == config_digest(cfg)
+    # a resume (new Summaries, same config, keys in another order): nothing written again
+    assert Summaries(tb).hparams(dict(reversed(list(cfg.items()))), "run") is False
+    assert _hparams_sessions(tb) == 1
+    # a resume with a changed config writes that config's summary
+    assert Summaries(tb).hparams({**cfg, "epochs": 5}, "run") is True
+    assert _hparams_sessions(tb) == 2
+    # a worker without summaries writes neither summary nor marker
+    other = tmp_path / "other"
+    assert Summaries(other, enabled=False).hparams(cfg, "run") is False
+    assert not hparams_marker(other, cfg).exists()
+
+
 def test_teacher_callbacks_and_csv_on_resume(tmp_path, fer_records):  # noqa: F811
     import keras
     from tf_cme.training.teacher import TeacherTrainConfig, train
@@ -139,6 +168,8 @@ def test_teacher_callbacks_and_csv_on_resume(tmp_path, fer_records):  # noqa: F8
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.01, 0.001])
     assert float(rows[1]["val_accuracy"]) == pytest.approx(m2["history"][1]["val_accuracy"])
     assert {"loss", "accuracy", "val_loss", "val_recall_neutral"} <= set(rows[0])
+    # resumed with the same config: the run's one hparams session summary, not one per call
+    assert _hparams_sessions(run / "tensorboard") == 1
 
 
 def test_profile_batch_option():

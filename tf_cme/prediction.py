@@ -114,7 +114,7 @@ class Predictor:
         self._fn, self.kind, self.name, self.source = fn, kind, name, source
         self.min_samples, self.input_size = min_samples, input_size
         self.fixed_samples = fixed_samples    # a .tflite student: its one window length
-        self.metadata = metadata or {}        # the model's tf-cme metadata ({} for .tflite)
+        self.metadata = metadata or {}        # the model's tf-cme metadata ({}: none known)
 
     @property
     def info(self) -> dict:
@@ -145,10 +145,10 @@ class Predictor:
         """Load ``path`` (SavedModel version or model folder, ``.keras`` file or run
         folder); ``expect`` is "student" or "teacher"."""
         p = require_model_path(path)
+        if p.suffix == ".tflite":                # LiteRT only: no TensorFlow
+            return cls._load_tflite(p, expect)
         import tensorflow as tf
         from .serving import export as ex
-        if p.suffix == ".tflite":
-            return cls._load_tflite(p, expect)
         if p.is_file():
             from .models import io as model_io
             model = model_io.load_model(p)
@@ -203,8 +203,11 @@ class Predictor:
 
     @classmethod
     def _load_tflite(cls, p: Path, expect: str) -> "Predictor":
-        """A .tflite file from export_model.py --tflite, run in LiteRT (batch 1 inside)."""
-        from .serving.tflite import Interpreter
+        """A .tflite file from export_model.py --tflite, run in LiteRT (batch 1 inside);
+        its tf-cme metadata (provenance, caveat) from the file's metadata table ({} for a
+        file exported before tf-cme embedded it: provenance "unknown")."""
+        from .serving.tflite import Interpreter, read_tflite_metadata
+        md = read_tflite_metadata(p)
         it = Interpreter(model_path=str(p))
         it.allocate_tensors()
         inp, out = it.get_input_details()[0], it.get_output_details()[0]
@@ -214,8 +217,12 @@ class Predictor:
         if kind is None:
             raise CmeError(f"{p}: input {shape} {np.dtype(dtype).name} is neither a tf-cme "
                            f"student (float32 [1, samples]) nor a teacher (uint8 [1, h, w, 3])")
+        if md.get("kind") not in (None, kind):
+            raise CmeError(f"{p}: its metadata says {md['kind']}, but its input {shape} "
+                           f"{np.dtype(dtype).name} is a {kind}'s")
         if kind != expect:
             raise CmeError(f"{p}: a {kind} model, but a {expect} is needed here")
+        model_md = md.get("model_metadata") or {}
 
         def fn(b):
             rows = []
@@ -225,8 +232,9 @@ class Predictor:
                 rows.append(np.array(it.get_tensor(out["index"]))[0])
             return np.stack(rows)
         if kind == "student":
-            return cls(fn, kind, p.stem, str(p), shape[1], None, fixed_samples=shape[1])
-        return cls(fn, kind, p.stem, str(p), 0, shape[1])
+            return cls(fn, kind, p.stem, str(p), shape[1], None, fixed_samples=shape[1],
+                       metadata=model_md)
+        return cls(fn, kind, p.stem, str(p), 0, shape[1], metadata=model_md)
 
 
 # --------------------------------------------------------------------------- scoring

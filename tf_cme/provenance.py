@@ -76,7 +76,23 @@ def note_caveat(note: str | None) -> str | None:
 
 def model_info(md: dict | None, source: str | None = None) -> dict:
     """``{"name", "source", "provenance", "caveat"}``: what outputs say about their model.
-    A model without metadata (a .tflite file) has provenance "unknown"."""
+    A model without metadata (a .tflite file exported before tf-cme embedded it) has
+    provenance "unknown"."""
     md = md or {}
     return {"name": md.get("name"), "source": source,
             "provenance": md.get("provenance") or "unknown", "caveat": caveat(md)}
+
+
+def note(info: dict | None) -> str | None:
+    """The one line a command prints about its model (``info``: :func:`model_info`'s
+    dict): the demo caveat, or that its provenance is unknown (a .tflite file from an
+    older tf-cme, a model built but never trained or imported); None for a model of
+    known, non-demo provenance."""
+    info = info or {}
+    if info.get("caveat"):
+        return info["caveat"]
+    if info.get("provenance", "unknown") == "unknown":
+        return (f"{info.get('source') or 'the model'}: provenance unknown: its metadata "
+                f"does not say where its weights came from (a .tflite file exported by an "
+                f"older tf-cme carries none: export it again with export_model.py --tflite)")
+    return None

@@ -113,6 +113,24 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
 
 
 # --- argument checks that commands run before importing TensorFlow --------------------
+def parse_profile_batch(text: str | None) -> tuple[int, int] | None:
+    """``--profile-batch``: ``"N"`` or ``"N,M"`` (1-based training batches of one
+    ``train()`` call, counted across epochs, as keras.callbacks.TensorBoard's
+    ``profile_batch``) -> ``(N, M)``; None for no value. Without TensorFlow (the training
+    commands check it before its start-up; training.callbacks.cli_callbacks uses it)."""
+    if text is None or str(text).strip() == "":
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2) or nums[0] < 1 or nums[-1] < nums[0]:
+        raise CmeError(f"--profile-batch: {text!r} is not N or N,M with 1 <= N <= M "
+                       f"(training batches counted from 1)")
+    return nums[0], nums[-1]
+
+
 def require_path(path: str | os.PathLike, option: str, kind: str = "file") -> Path:
     """``path`` as a Path, or a CmeError naming ``option``: ``kind`` is "file", "folder"
     or "any" (a file or a folder)."""

@@ -40,16 +40,13 @@ def add_training_options(p, unit: str) -> None:
 
 
 def check_training_inputs(records, out, model_file, option: str, profile_batch) -> None:
-    """A training command's checks before TensorFlow's start-up: the record set, the model
-    file named by config key ``option`` (when set), the run folder, ``--profile-batch``."""
+    """A training command's checks before TensorFlow's start-up: ``--profile-batch`` (its
+    syntax, first), the record set, the model file named by config key ``option`` (when
+    set), the run folder."""
     from ..data import records as records_lib
-    from ..utils import check_output_dir, require_path
+    from ..utils import check_output_dir, parse_profile_batch, require_path
+    parse_profile_batch(profile_batch)
     records_lib.read_manifest(records)
     if model_file:
         require_path(model_file, option)
     check_output_dir(out)
-    if profile_batch is not None:
-        # training.callbacks defines Keras callbacks, so importing it starts TensorFlow:
-        # this check comes last
-        from ..training.callbacks import parse_profile_batch
-        parse_profile_batch(profile_batch)

@@ -18,8 +18,10 @@ mini-epoch 280; train_student.py keep_epochs) instead of RUN/model.keras.
 
 --tflite writes DIR/tflite/ instead of a SavedModel: float32 and dynamic-range-quantised
 .tflite files (student: front end inside, one fixed window per --tflite-window; teacher: at
-its input size) that LiteRT (pip install 'tf-cme[tflite]') runs without TensorFlow, and
-DIR/tflite/tflite.json with each file's size and its logit difference from the Keras model.
+its input size) that LiteRT (pip install 'tf-cme[tflite]') runs without TensorFlow, each
+carrying the export metadata (provenance, demo caveat, class order, sample rate) in its
+flatbuffer metadata table, and DIR/tflite/tflite.json with each file's size and its logit
+difference from the Keras model.
 """
 from __future__ import annotations
 

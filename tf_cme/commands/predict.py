@@ -58,9 +58,10 @@ def main() -> int:
         print(f"{Path(sys.argv[0]).name}: error: --faces needs --teacher", file=sys.stderr)
         return 2
     results = prediction.predict_files(args.files, cfg)
-    caveat = results and (results[0].get("model") or {}).get("caveat")
-    if caveat:
-        print(f"{Path(sys.argv[0]).name}: NOTE: {caveat}", file=sys.stderr)
+    from tf_cme import provenance
+    note = results and results[0].get("model") and provenance.note(results[0]["model"])
+    if note:                 # once per run: the demo caveat, or an unknown provenance
+        print(f"{Path(sys.argv[0]).name}: NOTE: {note}", file=sys.stderr)
     if args.format == "json":
         text = json.dumps(results, indent=2) + "\n"
     else:

@@ -453,6 +453,25 @@ def _static_dim(t) -> int:
 
 # --------------------------------------------------------------------------- export
 
+def export_info(md: dict, source: str | None = None) -> dict:
+    """What every export says about its model, whatever the format: the SavedModel's
+    ``tf_cme.json`` starts with it and a ``.tflite`` file carries it in its metadata
+    table (:func:`tf_cme.serving.tflite.with_metadata`). ``md``: the Keras model's tf-cme
+    metadata; name, kind, source, the class order (FER+), the model's metadata, where its
+    weights came from and the demo caveat (tf_cme.provenance), the tf-cme version and,
+    for a student, the sample rate, shortest input, crop and dither of its serving mode."""
+    from .. import __version__
+    kind = md.get("kind")
+    info = {"name": md.get("name"), "kind": kind, "source": source,
+            "class_names": list(emotions.FERPLUS), "model_metadata": md,
+            "provenance": provenance.model_info(md)["provenance"],
+            "caveat": provenance.caveat(md), "tf_cme_version": __version__}
+    if kind == "student":
+        info.update(sample_rate=SAMPLE_RATE, min_samples=MIN_SAMPLES,
+                    crop=SERVING_CROP, dither=False)
+    return info
+
+
 def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None = None,
                  source: str | None = None, serving_base: str = "/models",
                  config: dict | None = None) -> ExportResult:
@@ -486,17 +505,10 @@ def export_model(model, out_dir: str | os.PathLike, *, calibration: dict | None 
     try:
         archive.write_out(str(tmp), verbose=False)
         info = {
-            "name": name, "kind": kind, "version": version, "source": source,
-            "signatures": signatures, "class_names": list(emotions.FERPLUS),
-            "embedding_dim": emb_dim, "model_metadata": md, "config": config or {},
-            # where the weights came from, and the demo caveat (tf_cme.provenance)
-            "provenance": provenance.model_info(md)["provenance"],
-            "caveat": provenance.caveat(md),
+            **export_info(md, source), "version": version,
+            "signatures": signatures, "embedding_dim": emb_dim, "config": config or {},
             "input_keys": {sig: key for (k, sig), key in INPUT_KEYS.items() if k == kind},
         }
-        if kind == "student":
-            info.update(sample_rate=SAMPLE_RATE, min_samples=MIN_SAMPLES,
-                        crop=SERVING_CROP, dither=False)
         if calibration is not None:
             info["calibration"] = {"dataset": calibration["dataset"],
                                    "classes": calibration["classes"],

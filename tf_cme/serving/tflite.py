@@ -11,15 +11,24 @@ The files run in LiteRT (``ai_edge_litert``, the ``tflite`` extra) without Tenso
 :func:`run_tflite`. :func:`tflite_ops` lists the operators of a file, so a test can check
 that only builtin operators remain (no ``FlexXXX`` select-TF op, which LiteRT alone cannot
 run).
+
+Each file carries its model's metadata: the JSON of :func:`tf_cme.serving.export.export_info`
+(what the SavedModel's ``tf_cme.json`` says: name, kind, class order, provenance, demo
+caveat, sample rate, tf-cme version) plus the file's own quantisation, input and window,
+as the buffer named :data:`METADATA_NAME` in the flatbuffer's ``metadata`` table
+(:func:`with_metadata`, at export). :func:`read_tflite_metadata` reads it back with
+LiteRT's flatbuffer schema, without TensorFlow; a file exported before tf-cme embedded it
+gives ``{}`` (provenance "unknown").
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..audio.frontend import SAMPLE_RATE, TRAIN_CROP_SAMPLES
+from ..audio.constants import SAMPLE_RATE, TRAIN_CROP_SAMPLES
 from ..utils import CmeError, write_bytes_atomic
 
 def Interpreter(**kw):
@@ -85,6 +94,74 @@ def teacher_tflite_bytes(model, quantize: str | None = None) -> bytes:
     return _convert(fn.get_concrete_function(), quantize)
 
 
+#: name of the flatbuffer ``metadata`` entry that holds a file's tf-cme metadata (JSON)
+METADATA_NAME = "tf_cme"
+
+
+def with_metadata(data: bytes, info: dict) -> bytes:
+    """The .tflite flatbuffer ``data`` with ``info`` as JSON in its ``metadata`` table
+    under :data:`METADATA_NAME` (replacing an entry of that name). Operators, tensors and
+    weights are unchanged: TensorFlow's ``flatbuffer_utils`` unpacks the model and packs it
+    again with one more buffer (as TFLite's own metadata tools do)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    blob = np.frombuffer(json.dumps(info, sort_keys=True).encode(), np.uint8)
+    model.metadata = list(model.metadata or [])
+    mine = [m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode())]
+    if mine:
+        model.buffers[mine[0].buffer].data = blob
+        model.buffers[mine[0].buffer].offset = model.buffers[mine[0].buffer].size = 0
+    else:
+        buf = schema.BufferT()
+        buf.data = blob
+        model.buffers.append(buf)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
+        model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_tflite_metadata(path_or_bytes) -> dict:
+    """The tf-cme metadata a .tflite file carries (:func:`with_metadata`), or ``{}`` for a
+    file without it (exported before tf-cme embedded it, or not by tf-cme). Reads the
+    flatbuffer with LiteRT's schema (``ai_edge_litert``), without TensorFlow; a file that
+    is not a TFLite flatbuffer, or whose entry is not a JSON object, is a CmeError."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        data, where = bytes(path_or_bytes), "TFLite model"
+    else:
+        data, where = Path(path_or_bytes).read_bytes(), str(path_or_bytes)
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise CmeError("reading a .tflite file needs ai-edge-litert: pip install "
+                       "'tf-cme[tflite]'") from None
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise CmeError(f"{where}: not a TFLite flatbuffer (no TFL3 file identifier)")
+    model = schema.Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() != METADATA_NAME.encode():
+            continue
+        if entry.Buffer() >= model.BuffersLength():
+            raise CmeError(f"{where}: metadata {METADATA_NAME!r} names buffer "
+                           f"{entry.Buffer()} of {model.BuffersLength()}")
+        buf = model.Buffers(entry.Buffer())
+        if buf.Offset() > 1:                     # data stored after the flatbuffer (> 2 GB)
+            raw = data[buf.Offset():buf.Offset() + buf.Size()]
+        else:
+            raw = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
+        try:
+            md = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CmeError(f"{where}: metadata {METADATA_NAME!r} is not JSON ({e})") from None
+        if not isinstance(md, dict):
+            raise CmeError(f"{where}: metadata {METADATA_NAME!r} is a JSON "
+                           f"{type(md).__name__}, not an object")
+        return md
+    return {}
+
+
 def write_tflite(data: bytes, path: str | os.PathLike) -> Path:
     return write_bytes_atomic(Path(path), data)
 
@@ -132,11 +209,15 @@ def export_tflite(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     or a teacher (at its input size) and ``OUT/tflite.json``: per file its size in bytes,
     input shape, operators, and the largest absolute logit difference from the Keras model
     on :func:`parity_input` (student) or a seeded random image (teacher), run in LiteRT."""
+    import tensorflow as tf
+
     from ..models.io import input_size, load_model
     from ..models.student import serving_student
     from ..utils import write_json
+    from .export import export_info
     model = load_model(model_path)
     md = getattr(model, "cme_metadata", {}) or {}
+    common = export_info(md, str(model_path))
     kind, name = md.get("kind"), md.get("name", Path(model_path).stem)
     out = Path(out_dir)
     files = []
@@ -156,7 +237,10 @@ def export_tflite(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         raise CmeError(f"{model_path}: metadata kind {kind!r} is neither student nor teacher")
     for stem, make, x, ref, extra in jobs:
         for q in (None, "dynamic"):
-            data = make(q)
+            own = {"format": "tflite", "quantization": q or "float32",
+                   "input_shape": list(x.shape), "input_dtype": x.dtype.name,
+                   "tensorflow_version": tf.__version__, **extra}
+            data = with_metadata(make(q), {**common, **own})
             path = write_tflite(data, out / f"{stem}{'-dynamic' if q else ''}.tflite")
             got = run_tflite(data, x)
             files.append({"file": path.name, "kind": kind, "quantization": q or "float32",
@@ -164,7 +248,9 @@ def export_tflite(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                           "input_dtype": x.dtype.name, "ops": tflite_ops(data),
                           "select_tf_ops": [o for o in tflite_ops(data) if o.startswith("Flex")],
                           "max_abs_logit_diff": float(np.max(np.abs(got - ref))),
-                          "max_abs_logit": float(np.max(np.abs(ref))), **extra})
+                          "max_abs_logit": float(np.max(np.abs(ref))),
+                          "metadata": METADATA_NAME, "provenance": common["provenance"],
+                          **extra})
     summary = {"model": str(model_path), "name": name, "kind": kind, "files": files,
                "parity_input": "serving.tflite.parity_input (speech-like harmonic signal)"
                if kind == "student" else "seeded uniform random uint8 image"}

@@ -15,23 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..utils import CmeError
-
-
-def parse_profile_batch(text: str | None) -> tuple[int, int] | None:
-    """``"N"`` or ``"N,M"`` (1-based training batches of one ``train()`` call, counted
-    across epochs, as keras.callbacks.TensorBoard's ``profile_batch``) -> ``(N, M)``."""
-    if text is None or str(text).strip() == "":
-        return None
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        nums = []
-    if len(nums) not in (1, 2) or nums[0] < 1 or nums[-1] < nums[0]:
-        raise CmeError(f"--profile-batch: {text!r} is not N or N,M with 1 <= N <= M "
-                       f"(training batches counted from 1)")
-    return nums[0], nums[-1]
+# --profile-batch's parser lives in the TensorFlow-free utils (commands check the option
+# before TensorFlow's start-up; this module defines Keras classes at import)
+from ..utils import parse_profile_batch  # noqa: F401  (re-exported)
 
 
 def _keras_callback_base():

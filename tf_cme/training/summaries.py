@@ -2,9 +2,13 @@
 :mod:`tf_cme.training.tags`: per epoch (teacher) or mini-epoch (student) scalars into
 ``RUN/tensorboard/train`` and ``RUN/tensorboard/validation``, input images, and the hparams
 plugin's summary of the run's config in ``RUN/tensorboard`` (so that runs compare in one
-table; the plugin reads the final value of every scalar as the run's metric)."""
+table; the plugin reads the final value of every scalar as the run's metric), written once
+per run and config: ``RUN/tensorboard/hparams-<sha256[:16]>.json`` marks the config written
+(:func:`config_digest`), so a resumed run with the same config does not write another
+session summary (a resume with a changed config, e.g. more epochs, writes one for it)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,6 +36,17 @@ def hparam_value(v):
     if v is None:
         return ""
     return json.dumps(v)
+
+
+def config_digest(config: dict) -> str:
+    """sha256 (hex) of a config dict as sorted JSON: the key of its hparams marker."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def hparams_marker(logdir, config: dict) -> Path:
+    """``LOGDIR/hparams-<sha256[:16]>.json``: present once ``config``'s summary is written."""
+    return Path(logdir) / f"hparams-{config_digest(config)[:16]}.json"
 
 
 class Summaries:
@@ -77,15 +92,25 @@ class Summaries:
                              description=description)
         self.writers[tags.TRAIN_DIR].flush()
 
-    def hparams(self, config: dict, trial: str) -> None:
+    def hparams(self, config: dict, trial: str) -> bool:
         """The hparams plugin's session summary of ``config`` (scalars and strings; lists as
-        JSON) in ``RUN/tensorboard``; its metrics are the scalars of train/ and validation/."""
+        JSON) in ``RUN/tensorboard``; its metrics are the scalars of train/ and validation/.
+        Written once per config (:func:`hparams_marker`, written after the summary): False
+        when this run already holds it (a resume) or this worker writes no summaries."""
         if not self.writers:
-            return
+            return False
+        marker = hparams_marker(self.logdir, config)
+        if marker.exists():
+            return False
         import tensorflow as tf
         from tensorboard.plugins.hparams import api as hp
+
+        from ..utils import write_json
         writer = tf.summary.create_file_writer(str(self.logdir))
         with writer.as_default():
             hp.hparams({k: hparam_value(v) for k, v in config.items()}, trial_id=trial)
         writer.flush()
         writer.close()
+        write_json(marker, {"config_sha256": config_digest(config), "trial": trial,
+                            "written": "hparams session summary of this config"})
+        return True
