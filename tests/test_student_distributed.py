@@ -10,7 +10,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import PY, env as _env, free_port as _free_port, wait_all  # noqa: E402,F401
+from _proc import PY, env as _env, run_cluster  # noqa: E402
 
 
 def test_two_replicas_same_update_as_one_device(tmp_path):
@@ -25,18 +25,16 @@ def test_two_replicas_same_update_as_one_device(tmp_path):
 
 
 def test_two_workers_end_with_identical_weights(tmp_path):
-    ports = [_free_port(), _free_port()]
-    run = tmp_path / "run"
-    procs = []
-    for i in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                     "task": {"type": "worker", "index": i}}
-        procs.append(subprocess.Popen(
-            [PY, "tests/_student_worker.py", "train", str(tmp_path / f"w{i}.npz"), str(run)],
-            cwd=ROOT, env=_env(TF_CONFIG=json.dumps(tf_config), TF_CME_TINY_RUN="1"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    wait_all(procs)
-    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    def start(workers, d):
+        return [subprocess.Popen(
+            [PY, "tests/_student_worker.py", "train", str(d / f"w{i}.npz"), str(d / "run")],
+            cwd=ROOT, env=_env(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                     "task": {"type": "worker", "index": i}}),
+                               TF_CME_TINY_RUN="1"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    d, _ = run_cluster(start, tmp_path)
+    run = d / "run"
+    a, b = np.load(d / "w0.npz"), np.load(d / "w1.npz")
     assert sorted(a.files) == sorted(b.files) and len(a.files) == 44
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -44,5 +42,5 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     assert (run / "model.keras").exists()
     assert json.loads((run / "checkpoints" / "state.json").read_text())["mini_epoch"] == 2
     assert not (run / ".scratch").exists()
-    init = np.load(tmp_path / "w0.npz")  # trained: the BN statistics moved off their init
+    init = np.load(d / "w0.npz")  # trained: the BN statistics moved off their init
     assert any(np.any(init[k] != 0) for k in init.files if "moving_mean" in k)

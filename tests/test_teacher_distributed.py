@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _proc import PY, env as _env, free_port as _free_port, wait_all  # noqa: E402
+from _proc import PY, env as _env, run_cluster, wait_all  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +67,17 @@ def test_two_replicas_same_update_as_one_device(tmp_path, fer_records):
 
 @pytest.mark.slow
 def test_two_workers_end_with_identical_weights(tmp_path, fer_records):
-    ports = [_free_port(), _free_port()]
-    procs = []
-    for i in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                     "task": {"type": "worker", "index": i}}
-        procs.append(_train(fer_records, tmp_path / "run", tmp_path / f"w{i}.npz",
-                            TF_CONFIG=json.dumps(tf_config)))
-    wait_all(procs)
-    a, b = _weights(tmp_path / "w0.npz"), _weights(tmp_path / "w1.npz")
+    def start(workers, d):
+        return [_train(fer_records, d / "run", d / f"w{i}.npz",
+                       TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                             "task": {"type": "worker", "index": i}}))
+                for i in range(2)]
+    d, _ = run_cluster(start, tmp_path)
+    a, b = _weights(d / "w0.npz"), _weights(d / "w1.npz")
     assert len(a) == len(b) > 100
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    assert (tmp_path / "run" / "model.keras").exists()
+    assert (d / "run" / "model.keras").exists()
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, fer_records):
