@@ -245,3 +245,44 @@ def test_list_is_instant_without_tensorflow(tmp_path):
                        cwd=ROOT, timeout=120)
     assert "CODE 0" in p.stdout and "TF False" in p.stdout, p.stderr
     assert "senet50-ferplus " in p.stdout and not (tmp_path / "h").exists()
+
+
+def test_conversion_is_redone_when_the_converter_changes(home, tmp_path, no_network,
+                                                         monkeypatch, capsys):
+    """The cached .keras is keyed by the source sha256 and the converter's fingerprint:
+    the same code reuses it; other converter code, or an older cache whose record has no
+    fingerprint, converts again (and says so)."""
+    import importlib
+    import json
+    pt = importlib.import_module("tf_cme.models.pretrained")   # the module, not the function
+    monkeypatch.delenv("TF_CME_QUIET")
+    src = _student_mat(tmp_path / "emovoxceleb-student.mat", seed=6)
+    pt.import_file("emovoxceleb-student", src)
+    out = next((home / "models").glob("*.keras"))
+    rec = pt.read_index()["emovoxceleb-student"]["keras"]
+    assert rec["converter"] == pt.converter_fingerprint("emovoxceleb-student")
+    mtime = out.stat().st_mtime_ns
+    pt.pretrained("emovoxceleb-student")                # same code: reused
+    assert out.stat().st_mtime_ns == mtime
+    capsys.readouterr()
+    monkeypatch.setattr(pt, "converter_fingerprint", lambda name: "0" * 64)
+    pt.pretrained("emovoxceleb-student")                # other code: converted again
+    assert out.stat().st_mtime_ns != mtime
+    assert "converted by another version of the importer; converting again" in \
+        capsys.readouterr().err
+    assert pt.read_index()["emovoxceleb-student"]["keras"]["converter"] == "0" * 64
+    # an index written before fingerprints existed: converted again
+    index = home / "index.json"
+    data = json.loads(index.read_text())
+    del data["files"]["emovoxceleb-student"]["keras"]["converter"]
+    index.write_text(json.dumps(data))
+    mtime = out.stat().st_mtime_ns
+    pt.pretrained("emovoxceleb-student")
+    assert out.stat().st_mtime_ns != mtime
+    # the fingerprint follows the converter's code
+    monkeypatch.undo()
+    monkeypatch.setenv("TF_CME_HOME", str(home))
+    fp = pt.converter_fingerprint("emovoxceleb-student")
+    assert fp != pt.converter_fingerprint("resnet50-ferplus")   # other converter / arch
+    monkeypatch.setattr(pt, "CONVERTER_SOURCES", pt.CONVERTER_SOURCES[:-1])
+    assert pt.converter_fingerprint("emovoxceleb-student") != fp

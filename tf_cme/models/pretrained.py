@@ -18,7 +18,8 @@ URLs the original's own MATLAB code fetches them from (protocol §4.1, §2.2):
 
 The cache (``$TF_CME_HOME``, default ``~/.cache/tf-cme``) holds ``files/<filename>`` (the
 downloaded or imported file), ``models/<name>-<sha256[:16]>.keras`` (its conversion, keyed
-by the source's sha256) and ``index.json``. Nothing is downloaded except by an explicit
+by the source's sha256, redone when the converter code changed: :func:`converter_fingerprint`)
+and ``index.json``. Nothing is downloaded except by an explicit
 :func:`fetch` (``tf-cme weights fetch NAME``), as the original asks before downloading.
 The hashes are not published, so the sha256 recorded when a name is first fetched or
 imported is trusted (trust on first use) and checked on every later use; a file that no
@@ -29,6 +30,7 @@ Nothing here imports TensorFlow at module level: ``weights list`` is instant.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -339,6 +341,42 @@ def forget(name: str) -> list[Path]:
 
 # --------------------------------------------------------------------------- models
 
+#: the modules whose code decides what a conversion holds (tf_cme/<path>)
+CONVERTER_SOURCES = ("models/importers.py", "models/matconvnet.py", "models/student_import.py",
+                     "models/resnet.py", "models/student.py", "models/io.py",
+                     "audio/frontend.py", "matfile.py")
+
+
+def converter_fingerprint(name: str) -> str:
+    """sha256 over everything that makes ``name``'s ``.keras`` conversion besides its source
+    file: the table entry's converter, arch and base, the code of :data:`CONVERTER_SOURCES`,
+    Keras's and tf-cme's versions. A cached conversion with another fingerprint is redone."""
+    import importlib.metadata
+
+    from .. import __version__
+    p = entry(name)
+    h = hashlib.sha256(json.dumps([p.converter, p.arch, p.base, __version__,
+                                   importlib.metadata.version("keras")]).encode())
+    pkg = Path(__file__).resolve().parents[1]
+    for rel in CONVERTER_SOURCES:
+        h.update(rel.encode() + b"\0" + (pkg / rel).read_bytes())
+    return h.hexdigest()
+
+
+def _conversion_current(name: str, rec: dict, out: Path) -> bool:
+    """Whether ``out`` is ``name``'s conversion by the current code (index record ``rec``);
+    says why not when an older conversion is there."""
+    krec = rec.get("keras") or {}
+    if not (out.is_file() and krec.get("sha256") == file_sha256(out)):
+        return False
+    if krec.get("converter") == converter_fingerprint(name):
+        return True
+    if not os.environ.get("TF_CME_QUIET"):
+        print(f"{name}: {out.name} was converted by another version of the importer; "
+              f"converting again", file=sys.stderr)
+    return False
+
+
 def convert_cached(name: str) -> Path:
     """Convert ``name``'s verified cached file to ``.keras`` with metadata (the table's
     importer), once per source sha256. Returns the ``.keras`` path."""
@@ -350,8 +388,7 @@ def convert_cached(name: str) -> Path:
     files = read_index()
     digest = files[name]["sha256"]
     out = _keras_path(name, digest)
-    rec = files[name].get("keras") or {}
-    if out.is_file() and rec.get("sha256") == file_sha256(out):
+    if _conversion_current(name, files[name], out):
         return out
     extra = {"provenance": imported(digest),
              "published": {"name": name, "kind": p.kind, "url": p.url,
@@ -365,7 +402,8 @@ def convert_cached(name: str) -> Path:
     else:   # pragma: no cover - the table names only these
         raise AssertionError(p.converter)
     files = read_index()
-    files[name]["keras"] = {"file": out.name, "sha256": file_sha256(out)}
+    files[name]["keras"] = {"file": out.name, "sha256": file_sha256(out),
+                            "converter": converter_fingerprint(name)}
     _write_index(files)
     return out
 
@@ -390,7 +428,7 @@ def pretrained(name: str, compile: bool = False):
         raise ChecksumError(f"{out}: the converted model changed on disk since it was "
                             f"written (sha256 differs); `tf-cme weights forget {name}` and "
                             f"fetch or import again")
-    if not out.is_file() or not krec:
-        out = convert_cached(name)
+    if not out.is_file() or krec.get("converter") != converter_fingerprint(name):
+        out = convert_cached(name)      # missing, or made by other converter code
     from .io import load_model
     return load_model(out, compile=compile)
