@@ -287,8 +287,8 @@ def score_audio(x: np.ndarray, predictor: Predictor, cfg: PredictConfig,
         warnings = []
     result["warnings"] = warnings
     # the exported signatures' minimum (100 frames, 1.015 s, protocol §3.2): one decision
-    from .serving.export import MIN_SAMPLES
-    refuse_below = MIN_SAMPLES if predictor.fixed_samples else predictor.min_samples
+    from .audio.constants import MIN_SERVING_SAMPLES
+    refuse_below = MIN_SERVING_SAMPLES if predictor.fixed_samples else predictor.min_samples
     if x.size < refuse_below:
         raise CmeError(f"short: {x.size / SAMPLE_RATE:.3f} s ({x.size} samples) is below the "
                        f"student's minimum of {refuse_below / SAMPLE_RATE:.3f} s "

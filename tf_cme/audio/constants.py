@@ -12,3 +12,8 @@ TRAIN_CROP_SECONDS = TRAIN_CROP_SAMPLES / SAMPLE_RATE
 MAX_TRAIN_SECONDS = 19.9
 MAX_TRAIN_SAMPLES = 318400
 assert MAX_TRAIN_SAMPLES == round(MAX_TRAIN_SECONDS * SAMPLE_RATE)
+#: The shortest clip the student scores: 100 spectrogram frames (the smallest bucket,
+#: protocol §3.2) = 400 + 99 * 160 samples, 1.015 s; shorter clips are refused by predict
+#: and by the exported signatures alike.
+MIN_SERVING_FRAMES = 100
+MIN_SERVING_SAMPLES = 400 + (MIN_SERVING_FRAMES - 1) * 160

@@ -157,7 +157,8 @@ def with_frontend(model, crop: str | None = None, dither: bool | None = None,
 SERVING_CROP = "bucket"
 #: The shortest clip the serving student accepts: the smallest bucket, 100 frames = 16,240
 #: samples (1.015 s at 16 kHz).
-MIN_SERVING_SAMPLES = samples_for_frames(MIN_BUCKET_FRAMES)
+from ..audio.constants import MIN_SERVING_SAMPLES  # noqa: E402  (defined once there)
+assert MIN_SERVING_SAMPLES == samples_for_frames(MIN_BUCKET_FRAMES)
 
 
 def embedding_layer(model) -> str:

@@ -45,7 +45,7 @@ DEFAULT_WINDOW_S = TRAIN_CROP_SAMPLES / SAMPLE_RATE          # 4.024 s
 
 
 def window_samples(window_s: float) -> int:
-    from ..models.student import MIN_SERVING_SAMPLES
+    from ..audio.constants import MIN_SERVING_SAMPLES
     n = int(round(float(window_s) * SAMPLE_RATE))
     if n < MIN_SERVING_SAMPLES:
         raise CmeError(f"--tflite-window {window_s}: at least {MIN_SERVING_SAMPLES / SAMPLE_RATE}"
