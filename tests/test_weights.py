@@ -286,3 +286,81 @@ def test_conversion_is_redone_when_the_converter_changes(home, tmp_path, no_netw
     assert fp != pt.converter_fingerprint("resnet50-ferplus")   # other converter / arch
     monkeypatch.setattr(pt, "CONVERTER_SOURCES", pt.CONVERTER_SOURCES[:-1])
     assert pt.converter_fingerprint("emovoxceleb-student") != fp
+
+
+def _range_server(data: bytes, *, ranges: bool):
+    """A loopback server of one file that breaks its first answer off half-way; with
+    ``ranges`` it honours Range (206 + Content-Range), else it always sends everything."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            srv = self.server
+            rng = self.headers.get("Range")
+            srv.seen.append((self.path, rng, self.headers.get("If-Range")))
+            start = int(rng.split("=")[1].split("-")[0]) if (rng and ranges) else 0
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+            body = data[start:]
+            if srv.drop:
+                srv.drop = False
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.seen, httpd.drop = [], True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+def test_a_broken_download_resumes_or_starts_over(home, ranges):
+    from tf_cme.models.pretrained import fetch, pretrained_path
+    data = bytes(range(256)) * 4000 + b"tail"
+    httpd = _range_server(data, ranges=ranges)
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/dense-face-frames.tar.gz"
+    part = home / "files" / "dense-face-frames.tar.gz.download"
+    try:
+        with pytest.raises(CmeError, match="run fetch again to resume"):
+            fetch("dense-face-frames", url)
+        assert part.stat().st_size == len(data) // 2            # what arrived is kept
+        st = fetch("dense-face-frames", url)
+    finally:
+        httpd.shutdown()
+    half = len(data) // 2
+    # the second request asks for the rest, naming the file it holds part of
+    assert httpd.seen == [("/dense-face-frames.tar.gz", None, None),
+                          ("/dense-face-frames.tar.gz", f"bytes={half}-", '"v1"')]
+    assert pretrained_path("dense-face-frames").read_bytes() == data   # resumed or afresh
+    import hashlib
+    assert st["sha256"] == hashlib.sha256(data).hexdigest()
+    assert not list((home / "files").glob("*.download*"))
+
+
+def test_a_partial_download_of_another_url_is_not_resumed(home):
+    from tf_cme.models.pretrained import fetch, forget, pretrained_path
+    data = bytes(range(256)) * 1000
+    httpd = _range_server(data, ranges=True)
+    httpd.drop = False
+    port = httpd.server_address[1]
+    part = home / "files" / "dense-face-frames.tar.gz.download"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 100)
+    (part.parent / (part.name + ".json")).write_text(
+        '{"url": "http://127.0.0.1:1/elsewhere.tar.gz", "etag": "\\"v1\\""}')
+    try:
+        fetch("dense-face-frames", f"http://127.0.0.1:{port}/dense-face-frames.tar.gz")
+    finally:
+        httpd.shutdown()
+    assert httpd.seen == [("/dense-face-frames.tar.gz", None, None)]
+    assert pretrained_path("dense-face-frames").read_bytes() == data
+    # forget removes a partial download too
+    part.write_bytes(b"y")
+    forget("dense-face-frames")
+    assert not list((home / "files").glob("*"))

@@ -201,51 +201,122 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+class DownloadInterrupted(CmeError):
+    """A transfer that stopped part-way; what arrived is kept for ``fetch`` to resume."""
+
+
+def _partial_state(dest: Path) -> Path:
+    """The record beside a partial download: the URL and the validators it came with."""
+    return dest.with_name(dest.name + ".json")
+
+
+def _resume_from(url: str, dest: Path) -> tuple[int, dict]:
+    """(bytes already held, their record) for a partial ``dest`` of ``url``; (0, {}) when
+    there is none or it is of another URL (then it is discarded)."""
+    state = _partial_state(dest)
+    try:
+        rec = json.loads(state.read_text())
+    except (OSError, ValueError):
+        rec = {}
+    if dest.is_file() and rec.get("url") == url:
+        return dest.stat().st_size, rec
+    for f in (dest, state):
+        if f.exists():
+            f.unlink()
+    return 0, {}
+
+
 def _download(url: str, dest: Path, *, quiet: bool = False) -> str:
-    """Stream ``url`` (http, https or file) into ``dest`` atomically; returns its sha256.
-    Progress (bytes of total, rate, ETA) goes to stderr."""
+    """Stream ``url`` (http, https or file) into ``dest``; returns the sha256 of the whole
+    file. Progress (bytes of total, rate, ETA) goes to stderr.
+
+    A transfer that breaks off keeps what arrived in ``dest`` with a record of the URL and
+    the server's validators (ETag, Last-Modified, size) beside it
+    (:class:`DownloadInterrupted`); the next call for the same URL asks for the rest
+    (``Range``, with ``If-Range``) and appends it when the server answers 206 from that
+    offset, and starts over when it answers 200 (no ranges, or the file changed), 416,
+    or the URL differs. The sha256 check of the whole file stays the final word."""
     import hashlib
     import urllib.error
     import urllib.request
-    h = hashlib.sha256()
     quiet = quiet or os.environ.get("TF_CME_QUIET") == "1"
+    have, rec = _resume_from(url, dest)
+    req = urllib.request.Request(url)
+    validator = rec.get("etag") or rec.get("last_modified")
+    if have and validator and url.split(":", 1)[0] in ("http", "https"):
+        # If-Range: the server sends the rest only if the file is still the one we hold
+        # part of (else all of it, 200); without a validator a changed file could not be
+        # told apart, so there is no resuming then
+        req.add_header("Range", f"bytes={have}-")
+        req.add_header("If-Range", validator)
+    else:
+        have = 0
     try:
-        resp = urllib.request.urlopen(url, timeout=60)   # noqa: S310 - the user's own URL
+        resp = urllib.request.urlopen(req, timeout=60)   # noqa: S310 - the user's own URL
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:                      # nothing to resume: start over
+            for f in (dest, _partial_state(dest)):
+                f.unlink(missing_ok=True)
+            return _download(url, dest, quiet=quiet)
+        raise CmeError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise CmeError(f"cannot download {url}: {getattr(e, 'reason', e)}") from None
-    with resp, atomic_path(dest) as tmp:
-        total = resp.headers.get("Content-Length")
-        total = int(total) if total and total.isdigit() else None
-        done, start, last = 0, time.monotonic(), 0.0
-        with open(tmp, "wb") as out:
-            while True:
-                try:
-                    chunk = resp.read(1 << 20)
-                except OSError as e:
-                    raise CmeError(f"download of {url} failed after {_human(done)}: {e}; "
-                                   f"nothing was kept, run fetch again") from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                now = time.monotonic()
-                if not quiet and (now - last >= 0.5):
-                    last = now
-                    rate = done / max(now - start, 1e-9)
-                    if total:
-                        eta = (total - done) / rate if rate > 0 else 0
-                        msg = (f"{_human(done)} / {_human(total)} ({100 * done / total:.0f}%) "
-                               f"{_human(rate)}/s, ETA {eta:.0f} s")
-                    else:
-                        msg = f"{_human(done)} {_human(rate)}/s (size unknown)"
-                    print(f"\r{dest.name}: {msg}   ", end="", file=sys.stderr, flush=True)
-        if total is not None and done != total:
-            raise CmeError(f"download of {url} stopped at {done} of {total} bytes; nothing "
-                           f"was kept, run fetch again")
+    status_code = getattr(resp, "status", None) or resp.getcode() or 200
+    span = resp.headers.get("Content-Range") or ""
+    resumed = bool(have) and status_code == 206 and span.startswith(f"bytes {have}-")
+    length = resp.headers.get("Content-Length")
+    length = int(length) if length and length.isdigit() else None
+    total = (have + length) if (resumed and length is not None) else (None if resumed else length)
+    if resumed and "/" in span and span.rsplit("/", 1)[1].isdigit():
+        total = int(span.rsplit("/", 1)[1])
+    h = hashlib.sha256()
+    if resumed:
+        with open(dest, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
         if not quiet:
-            print(f"\r{dest.name}: {_human(done)} in {time.monotonic() - start:.1f} s" + " " * 20,
-                  file=sys.stderr)
+            print(f"{dest.name}: resuming at {_human(have)}", file=sys.stderr)
+    else:
+        have = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_json(_partial_state(dest), {
+        "url": url, "etag": resp.headers.get("ETag"),
+        "last_modified": resp.headers.get("Last-Modified"), "size": total})
+    with resp, open(dest, "ab" if resumed else "wb") as out:
+        done, start, last = have, time.monotonic(), 0.0
+        while True:
+            try:
+                chunk = resp.read(1 << 20)
+            except OSError as e:
+                raise DownloadInterrupted(
+                    f"download of {url} failed after {_human(done)}: {e}; what arrived is "
+                    f"kept: run fetch again to resume") from None
+            if not chunk:
+                break
+            out.write(chunk)
+            h.update(chunk)
+            done += len(chunk)
+            now = time.monotonic()
+            if not quiet and (now - last >= 0.5):
+                last = now
+                rate = (done - have) / max(now - start, 1e-9)
+                if total:
+                    eta = (total - done) / rate if rate > 0 else 0
+                    msg = (f"{_human(done)} / {_human(total)} ({100 * done / total:.0f}%) "
+                           f"{_human(rate)}/s, ETA {eta:.0f} s")
+                else:
+                    msg = f"{_human(done)} {_human(rate)}/s (size unknown)"
+                print(f"\r{dest.name}: {msg}   ", end="", file=sys.stderr, flush=True)
+    if total is not None and done < total:
+        raise DownloadInterrupted(f"download of {url} stopped at {done} of {total} bytes; "
+                                  f"what arrived is kept: run fetch again to resume")
+    if total is not None and done > total:
+        raise CmeError(f"download of {url} gave {done} bytes, more than the {total} "
+                       f"announced; nothing was kept, run fetch again")
+    if not quiet:
+        print(f"\r{dest.name}: {_human(done)} in {time.monotonic() - start:.1f} s" + " " * 20,
+              file=sys.stderr)
+    _partial_state(dest).unlink(missing_ok=True)
     return h.hexdigest()
 
 
@@ -272,15 +343,21 @@ def _record(name: str, path: Path, digest: str, source: str) -> dict:
 def _install(name: str, suffix: str, write, source: str) -> None:
     """Put ``name``'s file into the cache: ``write(part)`` fills a ``<file><suffix>`` beside
     it and returns its sha256, which is recorded (or checked: :func:`_record`) before the
-    part is moved into place; on any failure nothing is left behind."""
+    part is moved into place; on any failure nothing is left behind, except the part of a
+    download that broke off (:class:`DownloadInterrupted`), which the next fetch resumes."""
     dest = cached_file(name)
     part = dest.with_name(dest.name + suffix)
+    keep = False
     try:
         _record(name, part, write(part), source)
         os.replace(part, dest)
+    except DownloadInterrupted:
+        keep = True                          # the next fetch resumes from what arrived
+        raise
     finally:
-        if part.exists():
+        if part.exists() and not keep:
             part.unlink()
+            _partial_state(part).unlink(missing_ok=True)
 
 
 def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: bool = False) -> dict:
@@ -327,10 +404,12 @@ def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> d
 
 
 def forget(name: str) -> list[Path]:
-    """Remove ``name``'s cached file, conversions and recorded sha256."""
+    """Remove ``name``'s cached file, a partial download, conversions and recorded sha256."""
     files = read_index()
     removed = []
-    for path in [cached_file(name), *sorted((home() / "models").glob(f"{name}-*.keras"))]:
+    part = cached_file(name).with_name(cached_file(name).name + ".download")
+    for path in [cached_file(name), part, _partial_state(part),
+                 *sorted((home() / "models").glob(f"{name}-*.keras"))]:
         if path.exists():
             path.unlink()
             removed.append(path)
