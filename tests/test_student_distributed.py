@@ -20,7 +20,8 @@ def test_two_replicas_same_update_as_one_device(tmp_path):
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["replicas"] == 2
     assert r["max_moved"] > 1e-2                  # the weights did move (2 steps, momentum)
-    assert r["max_abs_diff"] < 5e-5, r            # synchronised BN + global-batch loss
+    # synchronised BN + global-batch loss, in float64 (_student_worker.replicas says why)
+    assert r["max_abs_diff"] < 1e-6, r
     assert abs(r["loss1"] - r["loss2"]) < 1e-5 and r["err1"] == r["err2"]
 
 
