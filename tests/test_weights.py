@@ -364,3 +364,61 @@ def test_a_partial_download_of_another_url_is_not_resumed(home):
     part.write_bytes(b"y")
     forget("dense-face-frames")
     assert not list((home / "files").glob("*"))
+
+
+def _holder(home, code):
+    """A second process running ``code`` on the same cache; returns once it prints ready."""
+    import os
+    import subprocess
+    env = {**os.environ, "TF_CME_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", "the holder process did not start"
+    return proc
+
+
+def test_a_name_in_use_by_another_process_is_refused(home, tmp_path):
+    """A second fetch/import/forget of a name another process is working on is refused at
+    once, naming the holder (it would append to the same partial download); other names
+    are not held up, and the lock goes with its holder."""
+    from tf_cme.models.pretrained import forget, import_file, pretrained_path
+    src = tmp_path / "frames.tar.gz"
+    src.write_bytes(b"frames" * 100)
+    logits = tmp_path / "logits.mat"
+    logits.write_bytes(b"logits" * 10)
+    proc = _holder(home, "import importlib, sys\nP = importlib.import_module('tf_cme.models.pretrained')\n"
+                         "with P._name_lock('dense-face-frames'):\n"
+                         "    print('ready', flush=True); sys.stdin.read()\n")
+    try:
+        for attempt in (lambda: import_file("dense-face-frames", src),
+                        lambda: forget("dense-face-frames")):
+            with pytest.raises(CmeError, match=rf"dense-face-frames in the cache .* in use by "
+                                               rf"another process \(pid {proc.pid}, lock "):
+                attempt()
+        assert not (home / "files" / "dense-face-frames.tar.gz").exists()
+        import_file("senet50-ferplus-logits", logits)                  # another name: fine
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    import_file("dense-face-frames", src)                              # released on exit
+    assert pretrained_path("dense-face-frames").read_bytes() == src.read_bytes()
+    assert pretrained_path("senet50-ferplus-logits").read_bytes() == logits.read_bytes()
+
+
+def test_two_processes_recording_different_names_keep_both_records(home, tmp_path):
+    """The index is read, changed and written under a lock: a record written by another
+    process while this one waits is not overwritten by a stale read."""
+    from tf_cme.models.pretrained import import_file, read_index
+    src = tmp_path / "frames.tar.gz"
+    src.write_bytes(b"frames" * 100)
+    proc = _holder(home, "import importlib, time\nP = importlib.import_module('tf_cme.models.pretrained')\n"
+                         "with P._updating_index() as files:\n"
+                         "    print('ready', flush=True); time.sleep(1.0)\n"
+                         "    files['senet50-ferplus-logits'] = {'sha256': '0' * 64}\n")
+    try:
+        import_file("dense-face-frames", src)          # waits for the other's write
+    finally:
+        assert proc.wait(timeout=60) == 0
+    files = read_index()
+    assert files["senet50-ferplus-logits"] == {"sha256": "0" * 64}
+    assert files["dense-face-frames"]["sha256"] == file_sha256(src)

@@ -39,6 +39,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 tmp.unlink()
 
 
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, wait: bool, what: str) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on ``path`` (created, with the holder's pid in it).
+
+    ``wait=False``: if another process holds it, CmeError naming ``what``, the lock file
+    and the holder's pid, instead of two processes writing the same files; ``wait=True``:
+    block until it is free (for short critical sections). The kernel releases the lock
+    when its holder exits, however it exits, so a crash never leaves a stale lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+            flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+
+            def take():
+                fcntl.flock(fd, flags)
+        except ImportError:                          # pragma: no cover - Windows
+            import msvcrt
+            mode = msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK
+
+            def take():
+                msvcrt.locking(fd, mode, 1)
+        try:
+            take()
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise CmeError(f"{what} is in use by another process (pid {holder or 'unknown'}, "
+                           f"lock {path}); wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)                                 # closing releases the lock
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

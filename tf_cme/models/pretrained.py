@@ -29,6 +29,7 @@ Nothing here imports TensorFlow at module level: ``weights list`` is instant.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +40,7 @@ import time
 from pathlib import Path
 
 from ..provenance import imported
-from ..utils import CmeError, atomic_path, file_sha256, write_json
+from ..utils import CmeError, atomic_path, file_lock, file_sha256, write_json
 
 ALBANIE_MODELS = "http://www.robots.ox.ac.uk/~albanie/models"
 ALBANIE_DATA = "http://www.robots.ox.ac.uk/~albanie/data/cross-modal-emotions"
@@ -132,6 +133,41 @@ def read_index() -> dict:
 def _write_index(files: dict) -> None:
     write_json(_index_path(), {"version": 1, "trust": "sha256 recorded on first fetch or "
                                "import (trust on first use)", "files": files})
+
+
+#: names whose lock this process holds (so fetch -> convert_cached does not lock itself out)
+_HELD: set[str] = set()
+
+
+@contextlib.contextmanager
+def _name_lock(name: str):
+    """Exclusive use of ``name``'s cache files (``locks/<name>.lock``) for a fetch, import,
+    conversion or forget: a second process doing any of these to the same name is refused
+    at once (instead of appending to the same partial download or replacing a file being
+    hashed); another name is not held up."""
+    if name in _HELD:
+        yield
+        return
+    with file_lock(home() / "locks" / f"{name}.lock", wait=False,
+                   what=f"{name} in the cache {home()} (a fetch, import, conversion or forget)"):
+        _HELD.add(name)
+        try:
+            yield
+        finally:
+            _HELD.discard(name)
+
+
+@contextlib.contextmanager
+def _updating_index():
+    """The index's ``files`` to change in place, read and written back under
+    ``locks/index.lock``, so two processes recording different names never lose each
+    other's record (read-modify-write); nothing is written if the block raises."""
+    with file_lock(home() / "locks" / "index.lock", wait=True, what="the cache index"):
+        files = read_index()
+        before = json.dumps(files, sort_keys=True, default=str)
+        yield files
+        if json.dumps(files, sort_keys=True, default=str) != before:
+            _write_index(files)
 
 
 def entry(name: str) -> Published:
@@ -323,21 +359,20 @@ def _download(url: str, dest: Path, *, quiet: bool = False) -> str:
 def _record(name: str, path: Path, digest: str, source: str) -> dict:
     """Trust on first use: keep the first sha256; a different one later is refused (the
     new file is removed, the old record kept)."""
-    files = read_index()
-    rec = files.get(name)
-    if rec and rec.get("sha256") and rec["sha256"] != digest:
-        if path.exists():
-            path.unlink()
-        raise ChecksumError(
-            f"{source}: sha256 {digest} differs from the {rec['sha256']} recorded when {name} "
-            f"was first cached (from {rec.get('source')}); nothing was installed. If the new "
-            f"file is the right one, `tf-cme weights forget {name}` first")
-    files[name] = {**(rec or {}), "sha256": digest, "filename": entry(name).filename,
-                   "source": source, "size": path.stat().st_size,
-                   "recorded": (rec or {}).get("recorded") or time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                            time.gmtime())}
-    _write_index(files)
-    return files[name]
+    with _updating_index() as files:
+        rec = files.get(name)
+        if rec and rec.get("sha256") and rec["sha256"] != digest:
+            if path.exists():
+                path.unlink()
+            raise ChecksumError(
+                f"{source}: sha256 {digest} differs from the {rec['sha256']} recorded when "
+                f"{name} was first cached (from {rec.get('source')}); nothing was installed. "
+                f"If the new file is the right one, `tf-cme weights forget {name}` first")
+        files[name] = {**(rec or {}), "sha256": digest, "filename": entry(name).filename,
+                       "source": source, "size": path.stat().st_size,
+                       "recorded": (rec or {}).get("recorded") or time.strftime(
+                           "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return files[name]
 
 
 def _install(name: str, suffix: str, write, source: str) -> None:
@@ -371,14 +406,15 @@ def fetch(name: str, url: str | None = None, *, convert: bool = True, quiet: boo
         raise CmeError(f"{name} has no public URL ({p.page or 'none known'}): download "
                        f"{p.filename} yourself and run `tf-cme weights import {name} --from "
                        f"FILE`, or pass --url")
-    st = status(name)
-    downloaded = not st["cached"]
-    if st["cached"]:
-        verify(name)
-    else:
-        _install(name, ".download", lambda part: _download(url, part, quiet=quiet), url)
-    if convert and p.converter:
-        convert_cached(name)
+    with _name_lock(name):
+        st = status(name)
+        downloaded = not st["cached"]
+        if st["cached"]:
+            verify(name)
+        else:
+            _install(name, ".download", lambda part: _download(url, part, quiet=quiet), url)
+        if convert and p.converter:
+            convert_cached(name)
     return {**status(name), "downloaded": downloaded}
 
 
@@ -397,24 +433,25 @@ def import_file(name: str, src: str | os.PathLike, *, convert: bool = True) -> d
         with atomic_path(part) as tmp:
             shutil.copyfile(src, tmp)
         return file_sha256(part)
-    _install(name, ".import", copy, src.resolve().as_uri())
-    if convert and e.converter:
-        convert_cached(name)
+    with _name_lock(name):
+        _install(name, ".import", copy, src.resolve().as_uri())
+        if convert and e.converter:
+            convert_cached(name)
     return status(name)
 
 
 def forget(name: str) -> list[Path]:
     """Remove ``name``'s cached file, a partial download, conversions and recorded sha256."""
-    files = read_index()
     removed = []
     part = cached_file(name).with_name(cached_file(name).name + ".download")
-    for path in [cached_file(name), part, _partial_state(part),
-                 *sorted((home() / "models").glob(f"{name}-*.keras"))]:
-        if path.exists():
-            path.unlink()
-            removed.append(path)
-    if files.pop(name, None) is not None:
-        _write_index(files)
+    with _name_lock(name):
+        for path in [cached_file(name), part, _partial_state(part),
+                     *sorted((home() / "models").glob(f"{name}-*.keras"))]:
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+        with _updating_index() as files:
+            files.pop(name, None)
     return removed
 
 
@@ -463,6 +500,11 @@ def convert_cached(name: str) -> Path:
     if not p.converter:
         raise CmeError(f"{name} is {p.kind}, not a model: its file is "
                        f"{cached_file(name)} ({p.use})")
+    with _name_lock(name):
+        return _convert_locked(name, p)
+
+
+def _convert_locked(name: str, p: Published) -> Path:
     src = verify(name)
     files = read_index()
     digest = files[name]["sha256"]
@@ -480,10 +522,12 @@ def convert_cached(name: str) -> Path:
         import_student(src, out, extra_metadata=extra)   # import-student's defaults
     else:   # pragma: no cover - the table names only these
         raise AssertionError(p.converter)
-    files = read_index()
-    files[name]["keras"] = {"file": out.name, "sha256": file_sha256(out),
-                            "converter": converter_fingerprint(name)}
-    _write_index(files)
+    krec = {"file": out.name, "sha256": file_sha256(out),
+            "converter": converter_fingerprint(name)}
+    with _updating_index() as files:
+        if files.get(name, {}).get("sha256") != digest:   # pragma: no cover - name is locked
+            raise CmeError(f"{name}: its cached file changed while it was being converted")
+        files[name]["keras"] = krec
     return out
 
 
