@@ -19,7 +19,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
 # a test skipped for a missing Python package fails instead (tests/conftest.py); -rs
 # lists every other skip with its reason
-PYTEST := -m pytest -q -rs --durations=25 -m "not slow" tests
+# TEST_WORKERS: pytest-xdist processes (a test file stays in one, so its module fixtures
+# are built once); 0 runs in this process, serially
+TEST_WORKERS ?= 2
+PYTEST := -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 PYTEST_SLOW := -m pytest -q -rs -m slow tests
 export TF_CME_STRICT_SKIPS := 1
 

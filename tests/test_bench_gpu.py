@@ -62,8 +62,11 @@ def _distiller_disagreement(d, weight_decay):
     from tf_cme.models import build_model
     from tf_cme.training.distiller import Distiller
     from tf_cme.training.optim import sgd
-    floatx = keras.config.floatx()
+    # floatx and the global dtype policy (another test in this process may have set one,
+    # which then outranks floatx), both restored after
+    floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         m = build_model("emovoxceleb-student", width=0.125, dither=False)
         body = keras.Model(m.get_layer("spectrogram").output, m.output)
@@ -86,6 +89,7 @@ def _distiller_disagreement(d, weight_decay):
         return worst
     finally:
         keras.config.set_floatx(floatx)
+        keras.config.set_dtype_policy(policy)
 
 
 def test_jax_step_is_the_distillers_step(tmp_path):
