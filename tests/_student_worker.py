@@ -71,10 +71,10 @@ def weights_of(model) -> dict:
 def replicas(out):
     # float64 after the (float32) front end: in float32 this two-step comparison differs
     # by 4e-6 with oneDNN's kernels and 7e-3 with Eigen's (an AVX2 CPU, where TensorFlow
-    # leaves oneDNN off) although both are correct, too close to what a missing BN
-    # synchronisation gives; in float64 one device and two replicas agree to ~3e-8
+    # leaves oneDNN off) although both are correct, which would hide a real difference;
+    # in float64 one device and two replicas agree to ~3e-8
     import keras
-    keras.config.set_floatx(os.environ.get("TF_CME_TEST_FLOATX", "float64"))
+    keras.config.set_floatx("float64")
     import tensorflow as tf
     from tf_cme.training.strategy import split_cpu
     devs = split_cpu(2)

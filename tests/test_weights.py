@@ -368,11 +368,11 @@ def test_a_partial_download_of_another_url_is_not_resumed(home):
 
 def _holder(home, code):
     """A second process running ``code`` on the same cache; returns once it prints ready."""
-    import os
     import subprocess
-    env = {**os.environ, "TF_CME_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+
+    from _proc import PY, env
+    proc = subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=env(TF_CME_HOME=str(home), PYTHONPATH=str(ROOT)), text=True)
     assert proc.stdout.readline().strip() == "ready", "the holder process did not start"
     return proc
 
